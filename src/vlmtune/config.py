@@ -1,0 +1,183 @@
+"""One typed config tree: YAML file + dotted command-line overrides, validated with one-line errors.
+
+OmegaConf (as in torchtune) does the merging and type coercion against these dataclasses; this
+module adds the value checks and turns every failure into a ``VlmtuneError`` naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+from vlmtune.data.schema import DEFAULT_PROMPT
+from vlmtune.errors import VlmtuneError
+
+LORA_TARGETS = ("lm", "lm+vision", "lm+vision+projector", "lm+projector", "projector", "full")
+DTYPES = ("auto", "bf16", "fp32", "fp16")
+
+
+def doc(text: str, default: Any = None, factory: Any = None):
+    """A dataclass field whose help text travels with it (printed by ``vlmtune config``)."""
+    if factory is not None:
+        return field(default_factory=factory, metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass
+class ModelConfig:
+    name: str = doc("Model directory or hub id; 'default' = the embedded DINOv2 + SmolLM2 model.", "default")
+    family: str | None = doc("Registry family; normally read from config.model_type.", None)
+    dtype: str = doc("Weights dtype: auto (bf16 on a bf16 GPU, fp32 on CPU), bf16, fp32; fp16 only for inference.", "auto")
+    attn_implementation: str = doc("Attention kernel: sdpa, eager or flash_attention_2.", "sdpa")
+
+
+@dataclass
+class DataConfig:
+    path: str | None = doc("Caption folder (captions.csv + images) or a dataset saved by 'vlmtune data build'.", None)
+    prompt: str = doc("Question asked for every picture when the data has no prompt column.", DEFAULT_PROMPT)
+    test_ratio: float = doc("Share of rows put in the test split when the data has no split.", 0.2)
+    label_column: str | None = doc("Structured label column scored as a multiset (e.g. chess 'pieces').", None)
+    label_parser: str | None = doc("How to read labels out of generated text: 'chess' or None.", None)
+    max_length: int = doc("Token budget per sample; a sample that would cut image tokens or its answer is refused.", 512)
+
+
+@dataclass
+class LoraConfig:
+    targets: str = doc(f"What trains: one of {', '.join(LORA_TARGETS)}.", "lm+projector")
+    r: int = doc("LoRA rank.", 16)
+    alpha: int = doc("LoRA alpha (scaling = alpha / r).", 32)
+    dropout: float = doc("LoRA dropout.", 0.05)
+
+
+@dataclass
+class TrainConfig:
+    epochs: float = doc("Training epochs.", 3.0)
+    max_steps: int = doc("Stop after this many optimizer steps (-1: use epochs).", -1)
+    lr: float = doc("Peak learning rate for LoRA weights.", 3e-4)
+    projector_lr: float | None = doc("Learning rate for whole-trained modules (projector); None = lr.", None)
+    batch_size: int = doc("Per-device batch size.", 4)
+    grad_accum: int = doc("Gradient accumulation steps.", 1)
+    warmup_ratio: float = doc("Share of steps spent warming up the learning rate.", 0.05)
+    scheduler: str = doc("Learning-rate schedule (transformers name: cosine, linear, constant...).", "cosine")
+    weight_decay: float = doc("AdamW weight decay.", 0.0)
+    seed: int = doc("Seed for data order and initialisation.", 0)
+    bf16: str = doc("bf16 mixed precision: auto (on where supported), true or false. fp16 training is refused.", "auto")
+    gradient_checkpointing: bool = doc("Trade compute for memory.", False)
+    feature_cache: bool = doc("Compute frozen vision features once per image (when the family supports it).", True)
+    save_steps: int = doc("Checkpoint every N steps (0: at each epoch end; -1: never).", 0)
+    save_total_limit: int = doc("Keep the newest K checkpoints.", 2)
+    eval_each_epoch: bool = doc("Compute eval loss on the test split after each epoch.", True)
+    early_stopping_patience: int = doc("Stop after N evaluations without eval-loss improvement (0: off).", 0)
+    logging_steps: int = doc("Log the loss every N steps.", 5)
+    report_to: str = doc("Trainer loggers: none, tensorboard, wandb.", "none")
+    lora: LoraConfig = doc("LoRA settings.", factory=LoraConfig)
+
+
+@dataclass
+class EvalConfig:
+    max_new_tokens: int = doc("Tokens generated per answer.", 32)
+    batch_size: int = doc("Pictures per generation batch (left padded).", 8)
+    num_beams: int = doc("Beam search width (1 = greedy).", 1)
+    do_sample: bool = doc("Sample instead of greedy/beam decoding.", False)
+    temperature: float = doc("Sampling temperature (with do_sample).", 1.0)
+    top_p: float = doc("Nucleus sampling mass (with do_sample).", 1.0)
+    repetition_penalty: float = doc("Penalty > 1 discourages repeats.", 1.0)
+    before: bool = doc("Evaluate the base model before training (for the before/after report).", True)
+    max_samples: int | None = doc("Evaluate at most this many test rows (None: all).", None)
+
+
+@dataclass
+class RunConfig:
+    output_dir: str = doc("Run directory: config, versions, adapter, metrics and report go here.", "runs/latest")
+    model: ModelConfig = doc("Base model.", factory=ModelConfig)
+    data: DataConfig = doc("Training data.", factory=DataConfig)
+    train: TrainConfig = doc("Fine-tuning.", factory=TrainConfig)
+    eval: EvalConfig = doc("Generation and scoring.", factory=EvalConfig)
+
+
+def _check(cond: bool, key: str, value: Any, want: str) -> None:
+    if not cond:
+        raise VlmtuneError(f"config: {key}={value!r} is invalid: {want}")
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    t, lo, d, e = cfg.train, cfg.train.lora, cfg.data, cfg.eval
+    t.bf16 = str(t.bf16).lower()  # YAML/overrides turn true/false into booleans
+    _check(cfg.model.dtype in DTYPES, "model.dtype", cfg.model.dtype, f"use one of {', '.join(DTYPES)}")
+    _check(lo.targets in LORA_TARGETS, "train.lora.targets", lo.targets, f"use one of {', '.join(LORA_TARGETS)}")
+    _check(t.bf16 in ("auto", "true", "false"), "train.bf16", t.bf16, "use auto, true or false")
+    _check(t.lr > 0, "train.lr", t.lr, "must be > 0")
+    _check(t.epochs > 0 or t.max_steps > 0, "train.epochs", t.epochs, "must be > 0 (or set train.max_steps)")
+    _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
+    _check(t.grad_accum >= 1, "train.grad_accum", t.grad_accum, "must be >= 1")
+    _check(0 <= t.warmup_ratio < 1, "train.warmup_ratio", t.warmup_ratio, "must be in [0, 1)")
+    _check(lo.r >= 1, "train.lora.r", lo.r, "must be >= 1")
+    _check(0 <= lo.dropout < 1, "train.lora.dropout", lo.dropout, "must be in [0, 1)")
+    _check(0 < d.test_ratio < 1, "data.test_ratio", d.test_ratio, "must be between 0 and 1")
+    _check(d.max_length >= 16, "data.max_length", d.max_length, "must be >= 16")
+    _check(d.label_parser in (None, "chess"), "data.label_parser", d.label_parser, "use chess or leave unset")
+    _check(e.max_new_tokens >= 1, "eval.max_new_tokens", e.max_new_tokens, "must be >= 1")
+    _check(e.batch_size >= 1, "eval.batch_size", e.batch_size, "must be >= 1")
+    _check(e.num_beams >= 1, "eval.num_beams", e.num_beams, "must be >= 1")
+    return cfg
+
+
+def _omegaconf_error(err: Exception, source: str) -> VlmtuneError:
+    key = getattr(err, "full_key", None) or ""
+    msg = str(err).splitlines()[0]
+    if "not in" in msg or "Key '" in msg and "not" in msg:
+        return VlmtuneError(f"{source}: unknown config key '{key}' (see 'vlmtune config --keys')")
+    return VlmtuneError(f"{source}: {key}: {msg}" if key else f"{source}: {msg}")
+
+
+def load_config(config_file: Path | None = None, overrides: list[str] | None = None, base: dict | None = None) -> RunConfig:
+    """Defaults < ``base`` (a stage's own defaults) < YAML file < dotted overrides."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    schema = OmegaConf.structured(RunConfig)
+    layers = [("defaults", OmegaConf.create(base or {}))]
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise VlmtuneError(f"{path}: config file not found")
+        try:
+            layers.append((str(path), OmegaConf.load(path)))
+        except Exception as err:  # YAML syntax errors come from yaml, not OmegaConf
+            raise VlmtuneError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    for item in overrides or []:
+        if "=" not in item:
+            raise VlmtuneError(f"override '{item}' must look like key=value, e.g. train.lr=2e-4")
+        layers.append((f"override '{item}'", OmegaConf.from_dotlist([item])))
+    merged = schema
+    for source, layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except OmegaConfBaseException as err:
+            raise _omegaconf_error(err, source) from None
+    return validate(OmegaConf.to_object(merged))
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+
+
+def save_config(cfg: RunConfig, path: Path) -> None:
+    import yaml
+
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def describe(cls=RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, doc) for every leaf: the config reference printed by the CLI."""
+    rows = []
+    for f in fields(cls):
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if is_dataclass(default):
+            rows += describe(type(default), f"{prefix}{f.name}.")
+        else:
+            rows.append((f"{prefix}{f.name}", repr(default), f.metadata.get("doc", "")))
+    return rows

@@ -1,0 +1,109 @@
+"""Canonical samples -> model inputs, with answer-only labels.
+
+Following torchtune, the prompt (chat template with the image placeholder, expanded into image
+tokens by the processor) and the answer are tokenized separately and concatenated, so the label
+mask is exact by construction: every prompt position is -100, the answer and its end-of-turn
+token are kept, and padding is -100. Generation later continues from exactly the same prompt ids.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from vlmtune.errors import VlmtuneError
+from vlmtune.models.registry import FamilySpec
+
+IGNORE = -100
+TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+
+
+def user_turn(prompt: str) -> list[dict]:
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+
+
+@dataclass
+class Encoder:
+    """Tokenizes one (image, prompt, answer) sample for one family."""
+
+    processor: object
+    spec: FamilySpec
+    max_length: int = 512
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    def prompt_text(self, prompt: str) -> str:
+        template = getattr(self.processor, "chat_template", None) or self.spec.chat_template
+        if template is None:
+            raise VlmtuneError(f"family {self.spec.name}: the processor has no chat template; set one in the registry")
+        return self.processor.apply_chat_template(user_turn(prompt), add_generation_prompt=True, tokenize=False, chat_template=template)
+
+    def end_of_turn(self) -> str:
+        return self.spec.end_of_turn or self.tokenizer.eos_token
+
+    def encode_prompts(self, images: list, prompts: list[str]) -> dict:
+        """Left-padded prompt batch for generation (the same prompt ids training used)."""
+        texts = [self.prompt_text(p) for p in prompts]
+        self.tokenizer.padding_side = "left"
+        return self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+
+    def encode(self, image, prompt: str, answer: str, where: str = "sample") -> dict:
+        enc = self.processor(images=[image], text=[self.prompt_text(prompt)], return_tensors="pt")
+        prompt_ids = enc["input_ids"][0].tolist()
+        answer_ids = self.tokenizer(answer + self.end_of_turn(), add_special_tokens=False)["input_ids"]
+        room = self.max_length - len(prompt_ids)
+        if room < 1:
+            raise VlmtuneError(
+                f"{where}: prompt with its image tokens is {len(prompt_ids)} tokens, data.max_length="
+                f"{self.max_length} would cut image tokens; raise data.max_length to at least {len(prompt_ids) + len(answer_ids)}"
+            )
+        truncated = len(answer_ids) > room
+        answer_ids = answer_ids[:room]
+        example = {
+            "input_ids": prompt_ids + answer_ids,
+            "labels": [IGNORE] * len(prompt_ids) + answer_ids,
+            "truncated": truncated,
+        }
+        example.update({k: v for k, v in enc.items() if k not in TEXT_KEYS})
+        return example
+
+
+def _cat(values: list[torch.Tensor]) -> torch.Tensor:
+    """Concatenate per-sample image tensors on dim 0, zero-padding ragged dims (e.g. tile counts)."""
+    shape = [max(v.shape[d] for v in values) for d in range(values[0].dim())]
+    if all(list(v.shape[1:]) == shape[1:] for v in values):
+        return torch.cat(values)
+    padded = []
+    for v in values:
+        pad = []
+        for d in reversed(range(1, v.dim())):
+            pad += [0, shape[d] - v.shape[d]]
+        padded.append(torch.nn.functional.pad(v, pad))
+    return torch.cat(padded)
+
+
+@dataclass
+class Collator:
+    """Right-pads token sequences for training; stacks image inputs (or cached vision features)."""
+
+    pad_id: int
+
+    def __call__(self, examples: list[dict]) -> dict:
+        longest = max(len(e["input_ids"]) for e in examples)
+        ids = torch.full((len(examples), longest), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(examples), longest), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(examples), longest), dtype=torch.long)
+        for i, e in enumerate(examples):
+            n = len(e["input_ids"])
+            ids[i, :n] = torch.tensor(e["input_ids"])
+            labels[i, :n] = torch.tensor(e["labels"])
+            mask[i, :n] = 1
+        batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        skip = {"input_ids", "labels", "truncated"}
+        for key in examples[0]:
+            if key not in skip and isinstance(examples[0][key], torch.Tensor):
+                batch[key] = _cat([e[key] for e in examples])
+        return batch

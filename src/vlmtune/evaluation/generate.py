@@ -1,0 +1,61 @@
+"""Batched, left-padded generation from the same prompt ids training used."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from vlmtune.config import EvalConfig
+from vlmtune.data.collate import Encoder
+from vlmtune.models.registry import FamilySpec
+
+
+def generation_kwargs(cfg: EvalConfig, encoder: Encoder) -> dict:
+    tok = encoder.tokenizer
+    stop = {tok.convert_tokens_to_ids(encoder.end_of_turn()), tok.eos_token_id}
+    kwargs = {
+        "max_new_tokens": cfg.max_new_tokens,
+        "num_beams": cfg.num_beams,
+        "do_sample": cfg.do_sample,
+        "repetition_penalty": cfg.repetition_penalty,
+        "eos_token_id": sorted(t for t in stop if t is not None),
+        "pad_token_id": tok.pad_token_id,
+    }
+    if cfg.do_sample:
+        kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p)
+    else:  # silence "temperature is set but do_sample=False" from checkpoints' generation configs
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    return kwargs
+
+
+@torch.no_grad()
+def generate_answers(model, processor, spec: FamilySpec, images: list, prompts: list[str], cfg: EvalConfig,
+                     desc: str = "generating") -> list[str]:
+    encoder = Encoder(processor, spec)
+    kwargs = generation_kwargs(cfg, encoder)
+    device = next(model.parameters()).device
+    answers: list[str] = []
+    model.eval()
+    for start in tqdm(range(0, len(images), cfg.batch_size), desc=desc, unit="batch"):
+        inputs = encoder.encode_prompts(images[start : start + cfg.batch_size], prompts[start : start + cfg.batch_size])
+        inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+        out = model.generate(**inputs, **kwargs)
+        new = out[:, inputs["input_ids"].shape[1] :]
+        answers += [t.strip() for t in encoder.tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return answers
+
+
+def caption_images(model: str, image_paths: list[Path], prompt: str, batch_size: int = 8) -> list[str]:
+    """Captions for image files from any model/run directory (used to pre-fill caption templates)."""
+    from PIL import Image
+
+    from vlmtune.models.loading import load_for_inference
+
+    net, processor, spec = load_for_inference(model)
+    images = [Image.open(p).convert("RGB") for p in image_paths]
+    cfg = EvalConfig(batch_size=batch_size)
+    return generate_answers(net, processor, spec, images, [prompt] * len(images), cfg, desc="pre-filling captions")

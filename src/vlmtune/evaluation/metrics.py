@@ -1,0 +1,75 @@
+"""Per-sample scores and their means: exact match, token F1, ROUGE-L, and label-set F1.
+
+ROUGE-L comes from Google's ``rouge-score`` (the reference implementation); exact match and token
+F1 follow the SQuAD definitions. Label-set F1 compares multisets parsed from the generated text
+with a structured label column (e.g. chess ``pieces``) through a named parser.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Callable
+from functools import lru_cache
+
+from vlmtune.errors import VlmtuneError
+
+_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+
+
+def normalize(text: str) -> str:
+    return " ".join(_PUNCT.sub(" ", text.lower()).split())
+
+
+def exact_match(pred: str, ref: str) -> float:
+    return float(normalize(pred) == normalize(ref))
+
+
+def multiset_prf(pred: Counter, ref: Counter) -> tuple[float, float, float]:
+    """Precision, recall, F1 of two multisets; two empty sets agree perfectly."""
+    if not pred and not ref:
+        return 1.0, 1.0, 1.0
+    common = sum((pred & ref).values())
+    p = common / sum(pred.values()) if pred else 0.0
+    r = common / sum(ref.values()) if ref else 0.0
+    return p, r, (2 * p * r / (p + r) if p + r else 0.0)
+
+
+def token_f1(pred: str, ref: str) -> float:
+    return multiset_prf(Counter(normalize(pred).split()), Counter(normalize(ref).split()))[2]
+
+
+@lru_cache(maxsize=1)
+def _rouge():
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
+
+
+def rouge_l(pred: str, ref: str) -> float:
+    return _rouge().score(ref, pred)["rougeL"].fmeasure
+
+
+def label_parser(name: str | None) -> tuple[Callable[[str], Counter], Callable[[str], Counter]] | None:
+    """(parse generated text, parse label column) for a named structured label."""
+    if name is None:
+        return None
+    if name == "chess":
+        from vlmtune.data.synth.chess_text import parse_label, parse_pieces
+
+        return parse_pieces, parse_label
+    raise VlmtuneError(f"data.label_parser={name!r} is unknown; use 'chess'")
+
+
+def score_sample(pred: str, ref: str, label: str | None = None, parser=None) -> dict[str, float]:
+    scores = {"exact": exact_match(pred, ref), "token_f1": token_f1(pred, ref), "rouge_l": rouge_l(pred, ref)}
+    if parser is not None and label is not None:
+        p, r, f = multiset_prf(parser[0](pred), parser[1](label))
+        scores.update({"label_precision": p, "label_recall": r, "label_f1": f})
+    return scores
+
+
+def mean_scores(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = rows[0].keys() if rows else []
+    return {k: sum(r[k] for r in rows) / len(rows) for k in keys}

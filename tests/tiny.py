@@ -1,0 +1,61 @@
+"""Tiny random models built from configs, with a hand-made word-level tokenizer (no download).
+
+The vocabulary is fixed and small so tests can spell out expected token ids by hand.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+WORDS = ["[UNK]", "<pad>", "<|im_start|>", "<|im_end|>", "<image>", "user", "assistant",
+         "a", "an", "and", "white", "black", "rook", "knight", "bishop", "queen", "king", "pawn",
+         "describe", "what", "is", "this", "picture", "in", "few", "words", ".", ",", "?", "red", "green", "circle", "square"]
+VOCAB = {w: i for i, w in enumerate(WORDS)}
+SPECIALS = ["<pad>", "<|im_start|>", "<|im_end|>", "<image>"]
+IMAGE_SIZE = 28  # patch 14 -> 2x2 patches + CLS = 5 image tokens
+IMAGE_TOKENS = 5
+
+
+def tokenizer():
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel(vocab=VOCAB, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="<pad>",
+                                   bos_token="<|im_start|>", eos_token="<|im_end|>")
+    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<image>"]})
+    return fast
+
+
+def llava(seed: int = 0, hidden: int = 32):
+    """(LlavaForConditionalGeneration, LlavaProcessor) shaped like the embedded default, tiny."""
+    from transformers import Dinov2Config, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    from vlmtune.models.default import DefaultBaseSpec, build_processor
+
+    torch.manual_seed(seed)
+    vision = Dinov2Config(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * hidden,
+                          patch_size=14, image_size=IMAGE_SIZE)
+    text = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=1, vocab_size=len(WORDS), pad_token_id=VOCAB["<pad>"],
+                       bos_token_id=VOCAB["<|im_start|>"], eos_token_id=VOCAB["<|im_end|>"], tie_word_embeddings=True,
+                       initializer_range=0.5)  # large enough that tied logits can express a sharp answer
+    config = LlavaConfig(vision_config=vision, text_config=text, image_token_id=VOCAB["<image>"],
+                         vision_feature_layer=-1, vision_feature_select_strategy="full", projector_hidden_act="gelu",
+                         tie_word_embeddings=True)
+    model = LlavaForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = VOCAB["<|im_end|>"]
+    model.generation_config.pad_token_id = VOCAB["<pad>"]
+    processor = build_processor(tokenizer(), DefaultBaseSpec(image_size=IMAGE_SIZE))
+    return model, processor
+
+
+def save_llava(path: Path, seed: int = 0) -> Path:
+    model, processor = llava(seed)
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
