@@ -34,7 +34,11 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    path: str | None = doc("Caption folder (captions.csv + images) or a dataset saved by 'vlmtune data build'.", None)
+    path: str | None = doc("Caption folder (captions.csv + images), metadata.jsonl/imagefolder, a dataset saved by "
+                           "'vlmtune data build', or a hub dataset name.", None)
+    image_column: str | None = doc("Column holding the picture (default: file_name / image).", None)
+    caption_column: str | None = doc("Column holding the answer (default: caption / text / answer).", None)
+    prompt_column: str | None = doc("Optional per-row question column (VQA-style data).", None)
     prompt: str = doc("Question asked for every picture when the data has no prompt column.", DEFAULT_PROMPT)
     test_ratio: float = doc("Share of rows put in the test split when the data has no split.", 0.2)
     label_column: str | None = doc("Structured label column scored as a multiset (e.g. chess 'pieces').", None)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from vlmtune.config import DataConfig, EvalConfig
+from vlmtune.data.images import model_rgb
 from vlmtune.data.schema import ANSWER, IMAGE, PROMPT
 from vlmtune.evaluation.generate import generate_answers
 from vlmtune.evaluation.metrics import label_parser, mean_scores, score_sample
@@ -14,7 +15,7 @@ from vlmtune.evaluation.metrics import label_parser, mean_scores, score_sample
 def predict_split(model, processor, spec, dataset, ecfg: EvalConfig, dcfg: DataConfig, desc: str) -> list[dict]:
     if ecfg.max_samples is not None:
         dataset = dataset.select(range(min(ecfg.max_samples, len(dataset))))
-    images = [row[IMAGE].convert("RGB") for row in dataset]
+    images = [model_rgb(row[IMAGE]) for row in dataset]
     prompts, refs = dataset[PROMPT], dataset[ANSWER]
     labels = dataset[dcfg.label_column] if dcfg.label_column in dataset.column_names else [None] * len(refs)
     parser = label_parser(dcfg.label_parser) if dcfg.label_column else None

@@ -53,9 +53,11 @@ def caption_images(model: str, image_paths: list[Path], prompt: str, batch_size:
     """Captions for image files from any model/run directory (used to pre-fill caption templates)."""
     from PIL import Image
 
+    from vlmtune.data.images import model_rgb
+
     from vlmtune.models.loading import load_for_inference
 
     net, processor, spec = load_for_inference(model)
-    images = [Image.open(p).convert("RGB") for p in image_paths]
+    images = [model_rgb(Image.open(p)) for p in image_paths]
     cfg = EvalConfig(batch_size=batch_size)
     return generate_answers(net, processor, spec, images, [prompt] * len(images), cfg, desc="pre-filling captions")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
+from vlmtune.data.images import model_rgb
+
 METRIC_NAMES = {
     "label_f1": "label-set F1", "exact": "exact match", "token_f1": "token F1", "rouge_l": "ROUGE-L",
     "label_precision": "label precision", "label_recall": "label recall",
@@ -31,7 +33,7 @@ def summary_rows(before: dict | None, after: dict) -> list[dict]:
 
 
 def thumbnail_jpeg(image, side: int = 128) -> bytes:
-    img = image.convert("RGB")
+    img = model_rgb(image)
     img.thumbnail((side, side))
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=85)

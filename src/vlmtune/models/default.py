@@ -111,15 +111,11 @@ def compose(spec: DefaultBaseSpec):
     return model.eval(), build_processor(tokenizer, spec)
 
 
-def projector_state(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone().contiguous() for k, v in model.model.multi_modal_projector.state_dict().items()}
-
-
-def save_projector(model, spec: DefaultBaseSpec, path: Path, info: dict) -> None:
+def save_projector(state: dict[str, torch.Tensor], spec: DefaultBaseSpec, path: Path, info: dict) -> None:
     from safetensors.torch import save_file
 
     # bf16 halves the artifact (about 1 MB); the projector is retrained in any fine-tune anyway.
-    tensors = {k: v.to(torch.bfloat16) for k, v in projector_state(model).items()}
+    tensors = {k: v.detach().to(torch.bfloat16).contiguous() for k, v in state.items()}
     meta = {"spec": json.dumps(asdict(spec)), "info": json.dumps(info)}
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=meta)

@@ -55,6 +55,6 @@ def run_align(out: Path | None, steps: int, n_images: int, seed: int, overrides:
     info = {"steps": steps, "n_images": n_images, "seconds": round(result.seconds), "held_out": scores,
             "train": asdict(cfg.train), "versions": versions()}
     target = Path(out) if out else PROJECTOR_FILE
-    save_projector(result.model, spec, target, info)
+    save_projector(result.model.model.multi_modal_projector.state_dict(), spec, target, info)
     print(f"projector written to {target}; held-out shapes: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
     return info

@@ -17,24 +17,20 @@ from vlmtune.training.fit import encode_split, fit
 
 
 def open_dataset(cfg: RunConfig):
-    """The configured data as a DatasetDict with train and test splits."""
-    from datasets import load_from_disk
-
-    from vlmtune.data.dataset import build_dataset
+    """The configured data as a canonical DatasetDict with non-empty train and test splits."""
+    from vlmtune.data.build import load_source
+    from vlmtune.data.captions import Columns
+    from vlmtune.data.check import CheckOptions
 
     if not cfg.data.path:
         raise VlmtuneError("data.path is not set: point it at a caption folder or a built dataset")
-    path = Path(cfg.data.path)
-    if (path / "dataset_dict.json").is_file():
-        data = load_from_disk(str(path))
-    elif path.is_dir():
-        data = build_dataset(path, cfg.data.prompt, cfg.data.test_ratio)
-    else:
-        raise VlmtuneError(f"data.path={path}: not a folder; create one with 'vlmtune data template' or 'vlmtune data build'")
+    d = cfg.data
+    columns = Columns(image=d.image_column, caption=d.caption_column, prompt=d.prompt_column)
+    data, _ = load_source(d.path, CheckOptions(columns=columns, prompt=d.prompt, test_ratio=d.test_ratio))
     if TRAIN not in data or len(data[TRAIN]) == 0:
-        raise VlmtuneError(f"data.path={path}: the train split is empty")
+        raise VlmtuneError(f"data.path={d.path}: the train split is empty")
     if TEST not in data or len(data[TEST]) == 0:
-        raise VlmtuneError(f"data.path={path}: no test split; add split=test rows or raise data.test_ratio")
+        raise VlmtuneError(f"data.path={d.path}: no test split; add split=test rows or raise data.test_ratio")
     return data
 
 

@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 
 from vlmtune.config import RunConfig
 from vlmtune.data.collate import Collator, Encoder
+from vlmtune.data.images import model_rgb
 from vlmtune.models.dtype import autocast_bf16
 from vlmtune.models.lora import apply_plan, plan_for, trainable_share
 from vlmtune.models.registry import FamilySpec
@@ -31,7 +32,7 @@ def encode_split(encoder: Encoder, dataset, desc: str) -> list[dict]:
     """Tokenize every row once (images decoded once); warn about answers cut by max_length."""
     examples, truncated = [], 0
     for i, row in enumerate(tqdm(dataset, desc=f"tokenizing {desc}", unit="sample")):
-        example = encoder.encode(row["image"].convert("RGB"), row["prompt"], row["answer"], where=f"{desc} row {i}")
+        example = encoder.encode(model_rgb(row["image"]), row["prompt"], row["answer"], where=f"{desc} row {i}")
         truncated += example.pop("truncated")
         examples.append(example)
     if truncated:

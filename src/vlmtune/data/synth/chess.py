@@ -53,7 +53,7 @@ def synth_chess(out: Path, n: int = 300, seed: int = 0, size: int = 224, test_ra
                            "pick a new folder or empty this one")
     state = _renderer()
     plans = plan_scenes(seed, n)
-    tests = set(test_indices(seed, n, round(n * test_ratio)))
+    tests = set(held_out_indices(seed, n, round(n * test_ratio)))
     (out / "images").mkdir(parents=True, exist_ok=True)
     jobs = [(i, seed, size, plans[i], str(out / _file_name(i))) for i in range(n)]
     rows = [None] * n
@@ -99,7 +99,7 @@ def plan_scenes(seed: int, n: int) -> list[list[Piece]]:
     return [[(COLOURS[colours[k]], TYPES[types[k]]) for k in range(end - c, end)] for c, end in zip(counts, ends)]
 
 
-def test_indices(seed: int, n: int, k: int) -> list[int]:
+def held_out_indices(seed: int, n: int, k: int) -> list[int]:
     return sorted(np.random.default_rng([seed, n, 9_999_999]).permutation(n)[:k].tolist())
 
 
