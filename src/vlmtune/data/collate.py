@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.registry import FamilySpec
+from vlmtune.models.family import FamilySpec
 
 IGNORE = -100
 TEXT_KEYS = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
@@ -36,6 +36,8 @@ class Encoder:
         return self.processor.tokenizer
 
     def prompt_text(self, prompt: str) -> str:
+        if self.spec.prompt_hook is not None:
+            return self.spec.prompt_hook(self.processor, prompt)
         template = getattr(self.processor, "chat_template", None) or self.spec.chat_template
         if template is None:
             raise VlmtuneError(f"family {self.spec.name}: the processor has no chat template; set one in the registry")
@@ -50,22 +52,32 @@ class Encoder:
         self.tokenizer.padding_side = "left"
         return self.processor(images=images, text=texts, return_tensors="pt", padding=True)
 
-    def encode(self, image, prompt: str, answer: str, where: str = "sample") -> dict:
-        enc = self.processor(images=[image], text=[self.prompt_text(prompt)], return_tensors="pt")
-        prompt_ids = enc["input_ids"][0].tolist()
-        answer_ids = self.tokenizer(answer + self.end_of_turn(), add_special_tokens=False)["input_ids"]
-        room = self.max_length - len(prompt_ids)
+    def answer_ids(self, answer: str) -> list[int]:
+        text = self.spec.answer_prefix + answer + self.end_of_turn()
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def room_for_answer(self, prompt_len: int, answer_len: int, where: str) -> int:
+        """Answer tokens that fit; refuses when max_length would cut into the prompt's image tokens."""
+        room = self.max_length - prompt_len
         if room < 1:
             raise VlmtuneError(
-                f"{where}: prompt with its image tokens is {len(prompt_ids)} tokens, data.max_length="
-                f"{self.max_length} would cut image tokens; raise data.max_length to at least {len(prompt_ids) + len(answer_ids)}"
+                f"{where}: prompt with its image tokens is {prompt_len} tokens, data.max_length="
+                f"{self.max_length} would cut image tokens; raise data.max_length to at least {prompt_len + answer_len}"
             )
-        truncated = len(answer_ids) > room
-        answer_ids = answer_ids[:room]
+        return room
+
+    def encode(self, image, prompt: str, answer: str, where: str = "sample") -> dict:
+        """{input_ids, labels, truncated, **image inputs}; families may replace it (encode_hook)."""
+        if self.spec.encode_hook is not None:
+            return self.spec.encode_hook(self, image, prompt, answer, where)
+        enc = self.processor(images=[image], text=[self.prompt_text(prompt)], return_tensors="pt")
+        prompt_ids = enc["input_ids"][0].tolist()
+        answer_ids = self.answer_ids(answer)
+        room = self.room_for_answer(len(prompt_ids), len(answer_ids), where)
         example = {
-            "input_ids": prompt_ids + answer_ids,
-            "labels": [IGNORE] * len(prompt_ids) + answer_ids,
-            "truncated": truncated,
+            "input_ids": prompt_ids + answer_ids[:room],
+            "labels": [IGNORE] * len(prompt_ids) + answer_ids[:room],
+            "truncated": len(answer_ids) > room,
         }
         example.update({k: v for k, v in enc.items() if k not in TEXT_KEYS})
         return example
@@ -87,9 +99,14 @@ def _cat(values: list[torch.Tensor]) -> torch.Tensor:
 
 @dataclass
 class Collator:
-    """Right-pads token sequences for training; stacks image inputs (or cached vision features)."""
+    """Right-pads token sequences for training; stacks image inputs (or cached vision features).
+
+    Tensors named in ``seq_keys`` are aligned with input_ids on dim 1 (shape [1, seq, ...]) and
+    are right-padded with zeros to the batch's longest sequence.
+    """
 
     pad_id: int
+    seq_keys: tuple[str, ...] = ()
 
     def __call__(self, examples: list[dict]) -> dict:
         longest = max(len(e["input_ids"]) for e in examples)
@@ -104,6 +121,13 @@ class Collator:
         batch = {"input_ids": ids, "attention_mask": mask, "labels": labels}
         skip = {"input_ids", "labels", "truncated"}
         for key in examples[0]:
-            if key not in skip and isinstance(examples[0][key], torch.Tensor):
+            if key in self.seq_keys:
+                batch[key] = _cat([_pad_seq(e[key], longest) for e in examples])
+            elif key not in skip and isinstance(examples[0][key], torch.Tensor):
                 batch[key] = _cat([e[key] for e in examples])
         return batch
+
+
+def _pad_seq(value: torch.Tensor, length: int) -> torch.Tensor:
+    pad = [0, 0] * (value.dim() - 2) + [0, length - value.shape[1]]
+    return torch.nn.functional.pad(value, pad)

@@ -9,18 +9,19 @@ from tqdm.auto import tqdm
 
 from vlmtune.config import EvalConfig
 from vlmtune.data.collate import Encoder
-from vlmtune.models.registry import FamilySpec
+from vlmtune.models.family import FamilySpec
 
 
 def generation_kwargs(cfg: EvalConfig, encoder: Encoder) -> dict:
     tok = encoder.tokenizer
-    stop = {tok.convert_tokens_to_ids(encoder.end_of_turn()), tok.eos_token_id}
+    stop = {tok.convert_tokens_to_ids(t) for t in (encoder.end_of_turn(), *encoder.spec.stop_tokens)}
+    stop = {t for t in stop | {tok.eos_token_id} if t is not None and t != tok.unk_token_id}
     kwargs = {
         "max_new_tokens": cfg.max_new_tokens,
         "num_beams": cfg.num_beams,
         "do_sample": cfg.do_sample,
         "repetition_penalty": cfg.repetition_penalty,
-        "eos_token_id": sorted(t for t in stop if t is not None),
+        "eos_token_id": sorted(stop),
         "pad_token_id": tok.pad_token_id,
     }
     if cfg.do_sample:

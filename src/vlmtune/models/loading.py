@@ -10,7 +10,8 @@ import torch
 from vlmtune.config import ModelConfig
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.dtype import pick_device, weights_dtype
-from vlmtune.models.registry import FamilySpec, family_for
+from vlmtune.models.family import FamilySpec
+from vlmtune.models.registry import family_for
 
 RUN_MARKER = "vlmtune_run.json"
 ADAPTER_DIR = "adapter"

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from vlmtune.config import LoraConfig
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.registry import FamilySpec, matching_modules
+from vlmtune.models.family import FamilySpec
+from vlmtune.models.registry import matching_modules
 
 
 @dataclass

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from vlmtune.models.registry import FamilySpec
+from vlmtune.models.family import FamilySpec
 
 FEATURES = "vision_features"
 

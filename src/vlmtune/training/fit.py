@@ -13,7 +13,7 @@ from vlmtune.data.collate import Collator, Encoder
 from vlmtune.data.images import model_rgb
 from vlmtune.models.dtype import autocast_bf16
 from vlmtune.models.lora import apply_plan, plan_for, trainable_share
-from vlmtune.models.registry import FamilySpec
+from vlmtune.models.family import FamilySpec
 from vlmtune.training.features import compute_features
 from vlmtune.training.trainer import ListDataset, VlmTrainer, training_arguments
 
@@ -60,7 +60,7 @@ def fit(model, spec: FamilySpec, dtype: torch.dtype, train: list[dict], evals: l
     )
     trainer = VlmTrainer(
         model=model, args=args, train_dataset=ListDataset(train), eval_dataset=ListDataset(evals) if evals else None,
-        data_collator=Collator(pad_id), spec=spec, projector_lr=cfg.train.projector_lr, callbacks=list(callbacks),
+        data_collator=Collator(pad_id, spec.seq_keys), spec=spec, projector_lr=cfg.train.projector_lr, callbacks=list(callbacks),
     )
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume or None)

@@ -16,7 +16,7 @@ from transformers import Trainer, TrainingArguments
 
 from vlmtune.config import TrainConfig
 from vlmtune.data.collate import IGNORE
-from vlmtune.models.registry import FamilySpec
+from vlmtune.models.family import FamilySpec
 from vlmtune.training.features import FEATURES, encoder_outputs
 
 
@@ -39,10 +39,15 @@ def answer_loss(model, spec: FamilySpec, inputs: dict, num_items: int | torch.Te
     if features is not None:
         inputs["mm_encoder_outputs"] = encoder_outputs(model, spec, features)
     targets = labels[:, 1:]
-    keep = F.pad(targets != IGNORE, (0, 1), value=False)  # position t predicts token t+1
-    outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
     supervised = targets[targets != IGNORE]
-    loss = F.cross_entropy(outputs.logits.float().reshape(-1, outputs.logits.shape[-1]), supervised, reduction="sum")
+    if spec.logits_to_keep:
+        keep = F.pad(targets != IGNORE, (0, 1), value=False)  # position t predicts token t+1
+        outputs = model(**inputs, logits_to_keep=keep, use_cache=False)
+        logits = outputs.logits.reshape(-1, outputs.logits.shape[-1])
+    else:  # families whose forward takes no boolean logits_to_keep: slice after the LM head
+        outputs = model(**inputs, use_cache=False)
+        logits = outputs.logits[:, :-1][targets != IGNORE]
+    loss = F.cross_entropy(logits.float(), supervised, reduction="sum")
     return loss / (num_items if num_items is not None else max(supervised.numel(), 1)), outputs
 
 
@@ -90,6 +95,9 @@ def training_arguments(cfg: TrainConfig, output_dir: str, bf16: bool, has_eval: 
         bf16=bf16,
         use_cpu=use_cpu,
         activation_checkpointing=cfg.gradient_checkpointing,
+        # Non-reentrant checkpointing keeps gradients flowing into LoRA layers of a frozen vision
+        # tower (the reentrant variant drops them when the block's inputs need no grad).
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         logging_steps=cfg.logging_steps,
         save_strategy=save_strategy,
         save_steps=cfg.save_steps if cfg.save_steps > 0 else 500,

@@ -1,0 +1,1 @@
+"""One module per group of related families; ``models.registry`` lists every row explicitly."""
