@@ -59,3 +59,27 @@ def save_llava(path: Path, seed: int = 0) -> Path:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+CAPTIONS = ["a white rook", "a black knight", "a white queen and a black pawn", "a red circle",
+            "a green square", "a black king", "a white bishop", "a black pawn and a white pawn"]
+
+
+def caption_folder(path: Path, n: int = 8, test_every: int = 4) -> Path:
+    """A caption folder of solid-colour pictures: ``captions.csv`` with file_name, caption, split, pieces."""
+    import csv
+
+    from PIL import Image
+
+    path.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        name = f"pic_{i}.png"
+        Image.new("RGB", (32, 32), ((37 * i) % 256, (91 * i) % 256, (53 * i) % 256)).save(path / name)
+        caption = CAPTIONS[i % len(CAPTIONS)]
+        rows.append({"file_name": name, "caption": caption, "split": "test" if i % test_every == 0 else "train"})
+    with open(path / "captions.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["file_name", "caption", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

@@ -29,7 +29,9 @@ class ModelConfig:
     name: str = doc("Model directory or hub id; 'default' = the embedded DINOv2 + SmolLM2 model.", "default")
     family: str | None = doc("Registry family; normally read from config.model_type.", None)
     dtype: str = doc("Weights dtype: auto (bf16 on a bf16 GPU, fp32 on CPU), bf16, fp32; fp16 only for inference.", "auto")
-    attn_implementation: str = doc("Attention kernel: sdpa, eager or flash_attention_2.", "sdpa")
+    attn_implementation: str = doc("Attention kernel: auto (flash_attention_2 on CUDA when installed, else sdpa), "
+                                   "sdpa, eager or flash_attention_2.", "auto")
+    quantization: str = doc("QLoRA base weights: none, 4bit (NF4) or 8bit; needs CUDA and bitsandbytes.", "none")
 
 
 @dataclass
@@ -109,6 +111,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     t, lo, d, e = cfg.train, cfg.train.lora, cfg.data, cfg.eval
     t.bf16 = str(t.bf16).lower()  # YAML/overrides turn true/false into booleans
     _check(cfg.model.dtype in DTYPES, "model.dtype", cfg.model.dtype, f"use one of {', '.join(DTYPES)}")
+    _check(cfg.model.quantization in ("none", "4bit", "8bit"), "model.quantization", cfg.model.quantization,
+           "use none, 4bit or 8bit")
+    _check(cfg.model.attn_implementation in ("auto", "sdpa", "eager", "flash_attention_2"),
+           "model.attn_implementation", cfg.model.attn_implementation, "use auto, sdpa, eager or flash_attention_2")
     _check(lo.targets in LORA_TARGETS, "train.lora.targets", lo.targets, f"use one of {', '.join(LORA_TARGETS)}")
     _check(t.bf16 in ("auto", "true", "false"), "train.bf16", t.bf16, "use auto, true or false")
     _check(t.lr > 0, "train.lr", t.lr, "must be > 0")
@@ -121,6 +127,8 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(0 < d.test_ratio < 1, "data.test_ratio", d.test_ratio, "must be between 0 and 1")
     _check(d.max_length >= 16, "data.max_length", d.max_length, "must be >= 16")
     _check(d.label_parser in (None, "chess"), "data.label_parser", d.label_parser, "use chess or leave unset")
+    _check(t.early_stopping_patience == 0 or t.save_steps >= 0, "train.early_stopping_patience",
+           t.early_stopping_patience, "needs checkpoints to restore the best one: set train.save_steps >= 0")
     _check(e.max_new_tokens >= 1, "eval.max_new_tokens", e.max_new_tokens, "must be >= 1")
     _check(e.batch_size >= 1, "eval.batch_size", e.batch_size, "must be >= 1")
     _check(e.num_beams >= 1, "eval.num_beams", e.num_beams, "must be >= 1")

@@ -49,3 +49,33 @@ def dtype_audit(model, expected: torch.dtype) -> list[str]:
         if param.is_floating_point() and param.dtype != expected:
             odd.setdefault(".".join(name.split(".")[:3]), set()).add(str(param.dtype).removeprefix("torch."))
     return [f"{k} ({', '.join(sorted(v))})" for k, v in sorted(odd.items())]
+
+
+def attention_kernel(name: str, device: torch.device) -> str:
+    """``auto``: FlashAttention-2 on CUDA when the package is installed, else PyTorch SDPA."""
+    if name != "auto":
+        return name
+    if device.type == "cuda":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
+def quantization_config(mode: str, device: torch.device, keep_whole: list[str]):
+    """BitsAndBytes config for QLoRA, or None; vision tower and projector stay unquantized."""
+    if mode == "none":
+        return None
+    if device.type != "cuda":
+        raise VlmtuneError(f"model.quantization={mode} needs a CUDA GPU (bitsandbytes); use model.quantization=none on CPU")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise VlmtuneError(f"model.quantization={mode} needs bitsandbytes: pip install bitsandbytes") from None
+    from transformers import BitsAndBytesConfig
+
+    if mode == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep_whole)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16, llm_int8_skip_modules=keep_whole)

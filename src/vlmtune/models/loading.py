@@ -9,7 +9,7 @@ import torch
 
 from vlmtune.config import ModelConfig
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.dtype import pick_device, weights_dtype
+from vlmtune.models.dtype import attention_kernel, dtype_audit, pick_device, quantization_config, weights_dtype
 from vlmtune.models.family import FamilySpec
 from vlmtune.models.registry import family_for
 
@@ -48,9 +48,24 @@ def load_model(cfg: ModelConfig, training: bool, device: torch.device | None = N
     spec = family_for(getattr(config, "model_type", None), cfg.family)
     dtype = weights_dtype(cfg.dtype, device, training)
     model_cls = getattr(transformers, spec.model_class)
-    model = model_cls.from_pretrained(path, dtype=dtype, attn_implementation=cfg.attn_implementation)
+    # Vision tower and projector stay in full precision under QLoRA: they are small and sensitive.
+    keep = [spec.vision_prefix.split("\\.")[-1], *(p.split(".")[-1] for p in spec.projector_modules), "lm_head"]
+    quant = quantization_config(cfg.quantization, device, keep)
+    model = model_cls.from_pretrained(
+        path, dtype=dtype, attn_implementation=attention_kernel(cfg.attn_implementation, device),
+        quantization_config=quant, device_map={"": device} if quant else None,
+    )
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    else:
+        model = model.to(device)
+        odd = dtype_audit(model, dtype)
+        if odd:
+            print(f"note: parameters not in {str(dtype).removeprefix('torch.')}: {'; '.join(odd[:6])}")
     processor = AutoProcessor.from_pretrained(path)
-    return model.to(device), processor, spec, dtype
+    return model, processor, spec, dtype
 
 
 def read_run_info(run_dir: Path) -> dict:

@@ -73,7 +73,8 @@ def train_run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> 
         base = read_predictions(cached) if resume and cached.is_file() else evaluate_into(run, "base", model, processor, spec, data, cfg)
     encoder = Encoder(processor, spec, cfg.data.max_length)
     train_ex, test_ex = encode_split(encoder, data[TRAIN], TRAIN), encode_split(encoder, data[TEST], TEST)
-    result = fit(model, spec, dtype, train_ex, test_ex if cfg.train.eval_each_epoch else None, cfg,
+    needs_eval = cfg.train.eval_each_epoch or cfg.train.early_stopping_patience > 0
+    result = fit(model, spec, dtype, train_ex, test_ex if needs_eval else None, cfg,
                  str(run / "checkpoints"), processor.tokenizer.pad_token_id, resume=resume)
     weights = FULL_MODEL_DIR if plan_for(spec, cfg.train.lora).full or cfg.train.lora.targets == "projector" else ADAPTER_DIR
     result.model.save_pretrained(run / weights)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -14,6 +15,7 @@ from vlmtune.data.images import model_rgb
 from vlmtune.models.dtype import autocast_bf16
 from vlmtune.models.lora import apply_plan, plan_for, trainable_share
 from vlmtune.models.family import FamilySpec
+from vlmtune.training.checkpoints import newest_valid_checkpoint, require_disk_room
 from vlmtune.training.features import compute_features
 from vlmtune.training.trainer import ListDataset, VlmTrainer, training_arguments
 
@@ -47,12 +49,25 @@ def uses_feature_cache(spec: FamilySpec, cfg: RunConfig) -> bool:
 
 
 def fit(model, spec: FamilySpec, dtype: torch.dtype, train: list[dict], evals: list[dict] | None,
-        cfg: RunConfig, output_dir: str, pad_id: int, callbacks=(), resume: bool | str = False) -> FitResult:
+        cfg: RunConfig, output_dir: str, pad_id: int, callbacks=(), resume: bool = False) -> FitResult:
     if uses_feature_cache(spec, cfg):
         compute_features(model, spec, train + (evals or []))
+    from transformers import set_seed
+
+    set_seed(cfg.train.seed)  # LoRA init draws from the global RNG: same seed, same adapter start
     model = apply_plan(model, spec, cfg.train.lora)
     trainable, total = trainable_share(model)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
+    if cfg.train.save_steps >= 0:
+        require_disk_room(Path(output_dir), trainable, total, plan_for(spec, cfg.train.lora).full)
+    checkpoint = newest_valid_checkpoint(Path(output_dir)) if resume else None
+    if resume and checkpoint is None:
+        print(f"no complete checkpoint in {output_dir}: training from the start")
+    callbacks = list(callbacks)
+    if cfg.train.early_stopping_patience > 0 and evals:
+        from transformers import EarlyStoppingCallback
+
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
     device = next(model.parameters()).device
     args = training_arguments(
         cfg.train, output_dir, bf16=autocast_bf16(cfg.train.bf16, device, dtype), has_eval=bool(evals),
@@ -60,8 +75,10 @@ def fit(model, spec: FamilySpec, dtype: torch.dtype, train: list[dict], evals: l
     )
     trainer = VlmTrainer(
         model=model, args=args, train_dataset=ListDataset(train), eval_dataset=ListDataset(evals) if evals else None,
-        data_collator=Collator(pad_id, spec.seq_keys), spec=spec, projector_lr=cfg.train.projector_lr, callbacks=list(callbacks),
+        data_collator=Collator(pad_id, spec.seq_keys), spec=spec, projector_lr=cfg.train.projector_lr, callbacks=callbacks,
     )
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=resume or None)
+    if checkpoint is not None:
+        print(f"resuming from {checkpoint}")
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return FitResult(model, trainer, time.perf_counter() - start, trainable, total, trainer.state.log_history)
