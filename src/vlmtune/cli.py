@@ -78,6 +78,63 @@ def evaluate(
     run_evaluate(run_or_model, split=split, overrides=overrides or [], out=out)
 
 
+MODEL_ARG = typer.Argument(..., help="A run directory, an adapter directory, or a (merged or base) model directory.")
+MAX_NEW_TOKENS = typer.Option(None, "--max-new-tokens", help="Tokens per answer (default: the run's eval setting).")
+TEMPERATURE = typer.Option(None, "--temperature", help="Sample at this temperature; 0 = greedy (default: greedy).")
+DTYPE = typer.Option(None, "--dtype", help="Weights dtype: auto, bf16, fp32, fp16 (default: the run's model.dtype).")
+
+
+@app.command()
+def merge(
+    run: Path = typer.Argument(..., help="A run directory (or a PEFT adapter directory)."),
+    out: Path = typer.Argument(..., help="New folder for the merged model (must not exist or be empty)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a folder an earlier 'vlmtune merge' wrote."),
+    base: str = typer.Option(None, "--base", help="Merge into this checkpoint instead of the run's base (e.g. the "
+                                                  "unquantized original of a 4-bit base)."),
+    push_to_hub: str = typer.Option(None, "--push-to-hub", metavar="REPO_ID", help="Also upload to this Hub repo."),
+    private: bool = typer.Option(False, "--private", help="With --push-to-hub: create the repo private."),
+) -> None:
+    """Merge the LoRA adapter into its base: a model folder that plain transformers loads, with a model card."""
+    from vlmtune.stages.merge import run_merge
+
+    run_merge(run, out, overwrite=overwrite, base=base, push_to_hub=push_to_hub, private=private)
+
+
+@app.command()
+def predict(
+    model: Path = MODEL_ARG,
+    images: list[Path] = typer.Argument(..., help="Picture files, or folders of pictures."),
+    prompt: str = typer.Option(None, "--prompt", "-p", help="Question for every picture (default: the run's data.prompt)."),
+    output: Path = typer.Option(Path("predictions.jsonl"), "--output", "-o", help="JSONL file: image, prompt, prediction."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing output file."),
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    batch_size: int = typer.Option(None, "--batch-size", help="Pictures per batch (default: the run's eval setting)."),
+    num_beams: int = typer.Option(None, "--num-beams", help="Beam search width (1 = greedy)."),
+    temperature: float = TEMPERATURE,
+    dtype: str = DTYPE,
+) -> None:
+    """Answer one prompt for many pictures, in batches, into a JSONL file."""
+    from vlmtune.stages.predict import option_overrides, run_predict
+
+    run_predict(model, images, output, prompt=prompt, overwrite=overwrite,
+                overrides=option_overrides(max_new_tokens, batch_size, num_beams, temperature, dtype))
+
+
+@app.command()
+def chat(
+    model: Path = MODEL_ARG,
+    image: Path = typer.Option(..., "--image", "-i", help="The picture to talk about (/image PATH switches)."),
+    max_new_tokens: int = typer.Option(None, "--max-new-tokens", help="Tokens per reply (default 256)."),
+    temperature: float = TEMPERATURE,
+    dtype: str = DTYPE,
+) -> None:
+    """Talk about a picture: one question per line, replies streamed; /image PATH, /reset, /quit."""
+    from vlmtune.stages.chat import run_chat
+    from vlmtune.stages.predict import option_overrides
+
+    run_chat(model, image, overrides=option_overrides(max_new_tokens, temperature=temperature, dtype=dtype))
+
+
 @app.command("config")
 def show_config(
     overrides: list[str] = OVERRIDES,

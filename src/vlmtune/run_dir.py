@@ -69,6 +69,8 @@ class RunDir:
 
     def prepare(self, cfg: RunConfig, overwrite: bool = False, resume: bool = False) -> "RunDir":
         """Create the run dir, refusing to mix two runs in one folder."""
+        if self.info.get("status") == "prepared" and not resume:
+            shutil.rmtree(self.path)  # an earlier attempt that stopped before training: nothing to keep
         if self.path.exists() and any(self.path.iterdir()):
             if resume:
                 if not (self / RUN_MARKER).is_file():
@@ -83,7 +85,7 @@ class RunDir:
         save_config(cfg, self / "config.yaml")
         write_json(self / "versions.json", versions())
         if not resume:
-            self.mark(cfg, status="started")
+            self.mark(cfg, status="prepared")
         return self
 
     def mark(self, cfg: RunConfig, status: str, weights: str = ADAPTER_DIR, **extra) -> None:

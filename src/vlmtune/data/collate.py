@@ -50,7 +50,7 @@ class Encoder:
         """Left-padded prompt batch for generation (the same prompt ids training used)."""
         texts = [self.prompt_text(p) for p in prompts]
         self.tokenizer.padding_side = "left"
-        return self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+        return self.processor(images=images, text=texts, return_tensors="pt", padding=True, **dict(self.spec.processor_kwargs))
 
     def answer_ids(self, answer: str) -> list[int]:
         text = self.spec.answer_prefix + answer + self.end_of_turn()
@@ -70,7 +70,7 @@ class Encoder:
         """{input_ids, labels, truncated, **image inputs}; families may replace it (encode_hook)."""
         if self.spec.encode_hook is not None:
             return self.spec.encode_hook(self, image, prompt, answer, where)
-        enc = self.processor(images=[image], text=[self.prompt_text(prompt)], return_tensors="pt")
+        enc = self.processor(images=[image], text=[self.prompt_text(prompt)], return_tensors="pt", **dict(self.spec.processor_kwargs))
         prompt_ids = enc["input_ids"][0].tolist()
         answer_ids = self.answer_ids(answer)
         room = self.room_for_answer(len(prompt_ids), len(answer_ids), where)
@@ -80,6 +80,9 @@ class Encoder:
             "truncated": len(answer_ids) > room,
         }
         example.update({k: v for k, v in enc.items() if k not in TEXT_KEYS})
+        for key in self.spec.seq_keys:  # e.g. Qwen-VL's mm_token_type_ids: the answer is text, type 0
+            if key in enc:
+                example[key] = _pad_seq(enc[key], enc[key].shape[1] + len(answer_ids[:room]))
         return example
 
 

@@ -33,6 +33,17 @@ class FamilySpec:
     answer_prefix: str = ""
     # Used only when the processor ships no chat template of its own.
     chat_template: str | None = None
+    # Picks that fallback from data when one row serves checkpoints with different LMs (LLaVA-NeXT:
+    # Mistral [INST], Vicuna, Yi ChatML): (config, tokenizer) -> template. Wins over chat_template;
+    # load_model installs it on a processor that has none, so saved runs keep it.
+    template_for: Callable | None = None
+    # Builds the processor instead of AutoProcessor.from_pretrained: (path) -> processor. For stock
+    # processors that cannot load here (Qwen-VL's needs torchvision for its video half).
+    processor_hook: Callable | None = None
+    # Keyword arguments for every processor call, training and generation alike, as (name, value)
+    # pairs: e.g. add_special_tokens=False where the chat template writes BOS itself and the
+    # tokenizer would add a second one (Llama-3 based Mllama/Idefics3).
+    processor_kwargs: tuple[tuple[str, object], ...] = ()
     # Builds the prompt text instead of a chat template: (processor, prompt) -> text.
     prompt_hook: Callable | None = None
     # Replaces Encoder.encode for families whose processor builds labels or sequence-aligned
@@ -45,13 +56,18 @@ class FamilySpec:
     feature_cache: bool = False
     # The forward accepts a boolean [batch, seq] logits_to_keep (LM head on answer positions only).
     logits_to_keep: bool = True
-    # Modules trained/saved whole with the projector (e.g. LLaVA-NeXT image_newline).
+    # Trained/saved whole with the projector: module paths, or bare nn.Parameter paths such as
+    # LLaVA-NeXT's "model.image_newline" (PEFT cannot wrap those; see models/lora.py).
     extra_trainable: tuple[str, ...] = ()
     # Text-generation configs use a different default dtype on CPU etc.: see models/dtype.py.
     notes: str = ""
 
     def lm_pattern(self) -> str:
         return rf"{self.lm_prefix}\.(.*\.)?({'|'.join(self.lm_leaves)})"
+
+    def fallback_template(self, config, tokenizer) -> str | None:
+        """The chat template for a checkpoint whose processor ships none."""
+        return self.template_for(config, tokenizer) if self.template_for else self.chat_template
 
     def vision_pattern(self) -> str | None:
         if not self.vision_leaves:

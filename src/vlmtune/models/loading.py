@@ -64,7 +64,9 @@ def load_model(cfg: ModelConfig, training: bool, device: torch.device | None = N
         odd = dtype_audit(model, dtype)
         if odd:
             print(f"note: parameters not in {str(dtype).removeprefix('torch.')}: {'; '.join(odd[:6])}")
-    processor = AutoProcessor.from_pretrained(path)
+    processor = spec.processor_hook(path) if spec.processor_hook else AutoProcessor.from_pretrained(path)
+    if getattr(processor, "chat_template", None) is None:  # the row's fallback, picked from config data
+        processor.chat_template = spec.fallback_template(config, processor.tokenizer)
     return model, processor, spec, dtype
 
 
@@ -80,6 +82,9 @@ def load_for_inference(path: str | Path, dtype: str = "auto", device: torch.devi
     if info:
         base = ModelConfig(**{**info["model"], "dtype": dtype})
         weights = path / info["weights"]
+        if not weights.is_dir():
+            raise VlmtuneError(f"{path}: this run has no trained weights yet (status {info.get('status')}); "
+                               "finish it with 'vlmtune train --resume -c RUN/config.yaml'")
     elif (path / "adapter_config.json").is_file():
         base_name = json.loads((path / "adapter_config.json").read_text())["base_model_name_or_path"]
         base, weights = ModelConfig(name=base_name, dtype=dtype), path

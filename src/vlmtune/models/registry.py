@@ -10,11 +10,24 @@ from __future__ import annotations
 import re
 
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.families.llava import LLAVA
+from vlmtune.models.families.idefics import IDEFICS, IDEFICS2, IDEFICS3, SMOLVLM
+from vlmtune.models.families.llava import LLAVA, LLAVA_NEXT
+from vlmtune.models.families.mllama import MLLAMA
+from vlmtune.models.families.paligemma import PALIGEMMA
+from vlmtune.models.families.qwen import QWEN2_5_VL, QWEN2_VL
 from vlmtune.models.family import FamilySpec
 
 ROWS: tuple[FamilySpec, ...] = (
     LLAVA,
+    LLAVA_NEXT,
+    QWEN2_VL,
+    QWEN2_5_VL,
+    PALIGEMMA,
+    IDEFICS,
+    IDEFICS2,
+    IDEFICS3,
+    SMOLVLM,
+    MLLAMA,
 )
 REGISTRY: dict[str, FamilySpec] = {spec.name: spec for spec in ROWS}
 

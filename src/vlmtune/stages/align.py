@@ -7,7 +7,7 @@ held-out scores in the metadata; the packaged copy is what ``ensure_default_base
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from vlmtune.config import ModelConfig, load_config
@@ -22,6 +22,10 @@ from vlmtune.paths import cache_root
 from vlmtune.run_dir import versions
 from vlmtune.training.fit import encode_split, fit
 
+# The projector is aligned on 112 px pictures (64 image tokens: half the cost of 168 px) and used
+# at the base's own size: DINOv2 features keep their meaning across resolutions, and every
+# fine-tune of the default model trains the projector again anyway.
+ALIGN_IMAGE_SIZE = 112
 ALIGN_DEFAULTS = [
     "train.lora.targets=projector", "train.lr=1e-3", "train.batch_size=16", "train.warmup_ratio=0.03",
     "train.save_steps=-1", "train.eval_each_epoch=false", "train.logging_steps=20", "eval.batch_size=16",
@@ -45,14 +49,14 @@ def shapes_data(n_images: int, size: int, seed: int) -> Path:
 def run_align(out: Path | None, steps: int, n_images: int, seed: int, overrides: list[str]) -> dict:
     spec = DefaultBaseSpec(seed=seed)
     cfg = load_config(overrides=[*ALIGN_DEFAULTS, f"train.max_steps={steps}", f"train.seed={seed}", *overrides])
-    data = build_dataset(shapes_data(n_images, spec.image_size, seed), cfg.data.prompt)
-    base = ensure_default_base(projector=None, spec=spec)
+    data = build_dataset(shapes_data(n_images, ALIGN_IMAGE_SIZE, seed), cfg.data.prompt)
+    base = ensure_default_base(projector=None, spec=replace(spec, image_size=ALIGN_IMAGE_SIZE))
     model, processor, family, dtype = load_model(ModelConfig(name=str(base)), training=True)
     encoder = Encoder(processor, family, cfg.data.max_length)
     result = fit(model, family, dtype, encode_split(encoder, data[TRAIN], TRAIN), None, cfg,
                  str(cache_root() / "align-checkpoints"), processor.tokenizer.pad_token_id)
     scores = summarize(predict_split(result.model, processor, family, data[TEST], cfg.eval, cfg.data, "held-out shapes"))
-    info = {"steps": steps, "n_images": n_images, "seconds": round(result.seconds), "held_out": scores,
+    info = {"steps": steps, "n_images": n_images, "aligned_at_px": ALIGN_IMAGE_SIZE, "seconds": round(result.seconds), "held_out": scores,
             "train": asdict(cfg.train), "versions": versions()}
     target = Path(out) if out else PROJECTOR_FILE
     save_projector(result.model.model.multi_modal_projector.state_dict(), spec, target, info)

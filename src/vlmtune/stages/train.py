@@ -11,7 +11,7 @@ from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.evaluate import predict_split, read_predictions, summarize, write_predictions
 from vlmtune.evaluation.report import print_summary, summary_rows, write_report
 from vlmtune.models.loading import ADAPTER_DIR, FULL_MODEL_DIR, load_model
-from vlmtune.models.lora import plan_for
+from vlmtune.models.lora import check_plan, plan_for
 from vlmtune.run_dir import RunDir, read_json, write_json
 from vlmtune.training.fit import encode_split, fit
 
@@ -67,12 +67,14 @@ def train_run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> 
     data = open_dataset(cfg)
     write_json(run / "data.json", fingerprint(data))
     model, processor, spec, dtype = load_model(cfg.model, training=True)
+    check_plan(model, spec, cfg.train.lora)  # a wrong target or max_length stops before any work
+    encoder = Encoder(processor, spec, cfg.data.max_length)
+    train_ex, test_ex = encode_split(encoder, data[TRAIN], TRAIN), encode_split(encoder, data[TEST], TEST)
     base = None
     if cfg.eval.before:
         cached = run / "predictions/base.jsonl"
         base = read_predictions(cached) if resume and cached.is_file() else evaluate_into(run, "base", model, processor, spec, data, cfg)
-    encoder = Encoder(processor, spec, cfg.data.max_length)
-    train_ex, test_ex = encode_split(encoder, data[TRAIN], TRAIN), encode_split(encoder, data[TEST], TEST)
+    run.mark(cfg, status="training", family=spec.name)
     needs_eval = cfg.train.eval_each_epoch or cfg.train.early_stopping_patience > 0
     result = fit(model, spec, dtype, train_ex, test_ex if needs_eval else None, cfg,
                  str(run / "checkpoints"), processor.tokenizer.pad_token_id, resume=resume)

@@ -1,0 +1,138 @@
+"""The IDEFICS line: IDEFICS (v1, Flamingo-style cross-attention) and Idefics2, Idefics3, SmolVLM.
+
+Module trees (counted on the real configs in tests/unit/test_real_shapes_b.py):
+- IDEFICS: LM ``model.layers``; gated cross-attention ``model.gated_cross_attn_layers`` (one per
+  ``cross_layer_interval`` LM layers, siblings of them); CLIP vision ``model.vision_model``;
+  perceiver ``model.perceiver_resampler``.
+- Idefics2 / Idefics3 / SmolVLM: LM ``model.text_model``; SigLIP vision ``model.vision_model``;
+  connector ``model.connector`` (Idefics2: MLP + perceiver; Idefics3/SmolVLM: pixel shuffle + linear).
+  Pictures are split into sub-images: pixel_values [batch, n_images, 3, H, W] with a
+  pixel_attention_mask; the collator zero-pads ragged n_images and H/W, and the models drop
+  all-zero images and attend only to unpadded pixels (checked in tests/unit/test_family_idefics.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import cache
+
+from vlmtune.models.families.cross_attention import extend_over_answer
+from vlmtune.models.families.processors import OnePicturePerPrompt
+from vlmtune.models.families.qwen import images_only
+from vlmtune.models.family import FamilySpec
+
+EOU = "<end_of_utterance>"
+# CLIP (IDEFICS) and SigLIP (Idefics2/3, SmolVLM) name their projections alike.
+CLIP_VISION = ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
+
+
+# ---------------------------------------------------------------- IDEFICS (v1)
+def _turn_end(tokenizer) -> str | None:
+    """<end_of_utterance> where the tokenizer knows it (the instruct ones), else None: the turn ends with EOS."""
+    token_id = tokenizer.convert_tokens_to_ids(EOU)
+    return EOU if token_id is not None and token_id != tokenizer.unk_token_id else None
+
+
+def idefics_prompt(processor, prompt: str) -> str:
+    """IDEFICS has no chat template. Its processor puts "<s><fake><image><fake>" before this text."""
+    return f"User: {prompt}{_turn_end(processor.tokenizer) or ''}\nAssistant:"
+
+
+def idefics_encode(encoder, image, prompt: str, answer: str, where: str = "sample") -> dict:
+    if _turn_end(encoder.tokenizer) is None:
+        encoder = replace(encoder, spec=replace(encoder.spec, end_of_turn=None))
+    return extend_over_answer(encoder, image, prompt, answer, where)
+
+
+IDEFICS = FamilySpec(
+    name="idefics",
+    model_types=("idefics",),
+    model_class="IdeficsForVisionText2Text",
+    # LoRA "lm" also adapts the gated cross-attention layers (q/k/v/o_proj + MLP): the LM's path
+    # to the picture. "projector" trains the perceiver resampler and the gated cross-attention
+    # layers whole, tanh gates included (PEFT then leaves them out of the LoRA targets).
+    lm_prefix=r"model\.(?:layers|gated_cross_attn_layers)",
+    vision_prefix=r"model\.vision_model",
+    projector_modules=("model.perceiver_resampler", "model.gated_cross_attn_layers"),
+    vision_leaves=CLIP_VISION,
+    end_of_turn=EOU,
+    # No answer_prefix: SentencePiece (LLaMA, Mistral) starts a text with "▁" itself, so "a" gives
+    # the "▁a" that "Assistant: a" holds; " a" could give a stray "▁" first.
+    prompt_hook=idefics_prompt,
+    encode_hook=idefics_encode,
+    seq_keys=("image_attention_mask",),
+    notes="IDEFICS 9B/80B (+instruct): prompts are (image, text) pairs, image_attention_mask extended over the answer",
+)
+
+
+# ---------------------------------------------------------------- Idefics2 / Idefics3 / SmolVLM
+def _template(start: str) -> str:
+    """Their chat format: "User:<image>Describe.<end_of_utterance>\\nAssistant:" (+ " answer<end_of_utterance>")."""
+    return (
+        start + "{% for message in messages %}{{ message['role'] | capitalize }}"
+        "{% if message['content'][0]['type'] == 'image' %}:{% else %}: {% endif %}"
+        "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>"
+        "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}"
+        "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+    )
+
+
+IDEFICS2 = FamilySpec(
+    name="idefics2",
+    model_types=("idefics2",),
+    model_class="Idefics2ForConditionalGeneration",
+    lm_prefix=r"model\.text_model",
+    vision_prefix=r"model\.vision_model",
+    projector_modules=("model.connector",),
+    vision_leaves=CLIP_VISION,
+    end_of_turn=EOU,
+    chat_template=_template(""),  # no BOS in the text: the Mistral tokenizer adds <s>
+    notes="Idefics2-8B (+chatty): Mistral-7B, SigLIP, MLP + perceiver connector, 5 sub-images with splitting",
+)
+
+# The template writes BOS ("<|begin_of_text|>", SmolVLM's "<|im_start|>"); Llama-3 tokenizers would
+# add a second one, so the processor is called with add_special_tokens=False.
+IDEFICS3 = replace(
+    IDEFICS2,
+    name="idefics3",
+    model_types=("idefics3",),
+    model_class="Idefics3ForConditionalGeneration",
+    answer_prefix=" ",  # byte-level BPE (Llama-3, SmolLM2): "Assistant:" + " a" is "Ġa"
+    chat_template=_template("{{ bos_token }}"),
+    processor_kwargs=(("add_special_tokens", False),),
+    notes="Idefics3-8B-Llama3 and SmolVLM-256M/500M/2.2B (model_type idefics3): pixel shuffle + linear connector",
+)
+
+
+@cache
+def smolvlm_processor_class() -> type:
+    """The stock SmolVLMProcessor less its video slot (that needs torchvision, absent beside CPU torch)."""
+    from transformers import ProcessorMixin, SmolVLMProcessor
+
+    class SmolVLMImagesProcessor(OnePicturePerPrompt, images_only(SmolVLMProcessor)):
+        # SmolVLM's own apply_chat_template reads the (absent) video processor's frame settings
+        # first, then renders through ProcessorMixin's: go there directly.
+        apply_chat_template = ProcessorMixin.apply_chat_template
+
+        def __init__(self, image_processor=None, tokenizer=None, image_seq_len: int = 169, chat_template=None,
+                     **kwargs):
+            # Named here because ProcessorMixin saves only __init__'s named arguments: a run's
+            # saved processor must keep the checkpoint's image_seq_len (64 for the 256M/500M models).
+            super().__init__(image_processor, tokenizer, image_seq_len=image_seq_len, chat_template=chat_template,
+                             **kwargs)
+
+    return SmolVLMImagesProcessor
+
+
+def smolvlm_processor(path):
+    return smolvlm_processor_class().from_pretrained(path)
+
+
+SMOLVLM = replace(
+    IDEFICS3,
+    name="smolvlm",
+    model_types=("smolvlm",),
+    model_class="SmolVLMForConditionalGeneration",
+    processor_hook=smolvlm_processor,
+    notes="SmolVLM2 (model_type smolvlm; the first SmolVLMs are idefics3): pictures only, no video",
+)
