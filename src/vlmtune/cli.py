@@ -19,7 +19,7 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 
 OVERRIDES = typer.Argument(None, help="Config overrides as dotted key=value, e.g. train.lr=2e-4 train.epochs=3.")
-CONFIG = typer.Option(None, "--config", "-c", help="YAML config file (see configs/).")
+CONFIG = typer.Option(None, "--config", "-c", help="YAML config file (examples in configs/).")
 
 
 @app.command()
@@ -30,12 +30,13 @@ def demo(
     pictures: int = typer.Option(400, help="Synthetic chess pictures in all."),
     test_pictures: int = typer.Option(48, help="Of which held out for the before/after test."),
     seed: int = typer.Option(0, help="Seed of the synthetic pictures."),
+    realign: bool = typer.Option(False, "--realign", help="Rebuild the aligned projector first (vlmtune align, ~15 min)."),
 ) -> None:
     """The whole loop on the embedded default model: synthesise chess pictures, evaluate, fine-tune, evaluate, report."""
     from vlmtune.stages.demo import run_demo
 
     run_demo(out=out, config_file=config, overrides=overrides or [], pictures=pictures,
-             test_pictures=test_pictures, seed=seed)
+             test_pictures=test_pictures, seed=seed, realign=realign)
 
 
 @app.command()

@@ -26,6 +26,12 @@ def test_demo_pipeline_on_a_tiny_model(tmp_path, cache, tiny_model_dir, monkeypa
     assert html.count("data:image/jpeg;base64,") == 4  # one thumbnail per test picture
     info = json.loads((out / "vlmtune_run.json").read_text())
     assert info["status"] == "done" and info["weights"] == "adapter"
+    # `vlmtune evaluate RUN` re-scores the run from its own config: the tuned predictions again.
+    from vlmtune.stages.evaluate import run_evaluate
+
+    scores = run_evaluate(out, "test", [])
+    assert scores == pytest.approx(saved["after"])
+    assert json.loads((out / "eval/test.json").read_text())["rows"] == 4
     # A repeat demo replaces its own previous run instead of refusing.
     run_demo(out, None, overrides + ["eval.before=false"], pictures=12, test_pictures=4, size=56)
     assert json.loads((out / "metrics.json").read_text())["before"] is None

@@ -48,3 +48,13 @@ def test_every_key_is_documented():
     rows = describe()
     assert {"train.lora.targets", "data.max_length", "eval.num_beams"} <= {k for k, _, _ in rows}
     assert all(doc for _, _, doc in rows)
+
+
+def test_shipped_configs_are_valid():
+    from pathlib import Path
+
+    root = Path(__file__).parents[2]
+    files = sorted((root / "configs").glob("*.yaml")) + [root / "src/vlmtune/configs/demo.yaml"]
+    assert len(files) >= 5
+    for path in files:
+        load_config(path)  # raises on an unknown key or a bad value

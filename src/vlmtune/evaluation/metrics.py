@@ -1,7 +1,8 @@
-"""Per-sample scores and their means: exact match, token F1, ROUGE-L, and label-set F1.
+"""Per-sample scores and their means: exact match, token F1, ROUGE-L, BLEU, and label-set F1.
 
-ROUGE-L comes from Google's ``rouge-score`` (the reference implementation); exact match and token
-F1 follow the SQuAD definitions. Label-set F1 compares multisets parsed from the generated text
+ROUGE-L comes from Google's ``rouge-score`` (the reference implementation) and sentence BLEU from
+``sacrebleu`` (exponential smoothing, its default for sentences); exact match and token F1
+follow the SQuAD definitions. Label-set F1 compares multisets parsed from the generated text
 with a structured label column (e.g. chess ``pieces``) through a named parser.
 """
 
@@ -51,6 +52,12 @@ def rouge_l(pred: str, ref: str) -> float:
     return _rouge().score(ref, pred)["rougeL"].fmeasure
 
 
+def bleu(pred: str, ref: str) -> float:
+    import sacrebleu
+
+    return sacrebleu.sentence_bleu(pred, [ref]).score / 100
+
+
 def label_parser(name: str | None) -> tuple[Callable[[str], Counter], Callable[[str], Counter]] | None:
     """(parse generated text, parse label column) for a named structured label."""
     if name is None:
@@ -63,7 +70,8 @@ def label_parser(name: str | None) -> tuple[Callable[[str], Counter], Callable[[
 
 
 def score_sample(pred: str, ref: str, label: str | None = None, parser=None) -> dict[str, float]:
-    scores = {"exact": exact_match(pred, ref), "token_f1": token_f1(pred, ref), "rouge_l": rouge_l(pred, ref)}
+    scores = {"exact": exact_match(pred, ref), "token_f1": token_f1(pred, ref), "rouge_l": rouge_l(pred, ref),
+              "bleu": bleu(pred, ref)}
     if parser is not None and label is not None:
         p, r, f = multiset_prf(parser[0](pred), parser[1](label))
         scores.update({"label_precision": p, "label_recall": r, "label_f1": f})

@@ -12,7 +12,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from vlmtune.data.images import model_rgb
 
 METRIC_NAMES = {
-    "label_f1": "label-set F1", "exact": "exact match", "token_f1": "token F1", "rouge_l": "ROUGE-L",
+    "label_f1": "label-set F1", "exact": "exact match", "token_f1": "token F1", "rouge_l": "ROUGE-L", "bleu": "BLEU",
     "label_precision": "label precision", "label_recall": "label recall",
 }
 TEMPLATES = Path(__file__).parent / "templates"

@@ -33,10 +33,22 @@ def chess_data(n: int, size: int, seed: int, test_ratio: float) -> Path:
     return folder
 
 
+def realigned_base() -> Path:
+    """Stage 1 again (``vlmtune align`` into the cache instead of the packaged projector)."""
+    from vlmtune.models.default import ensure_default_base
+    from vlmtune.stages.align import run_align
+
+    projector = cache_root() / "projector-realigned.safetensors"
+    run_align(out=projector, steps=300, n_images=3000, seed=0, overrides=[])
+    return ensure_default_base(projector=projector)
+
+
 def run_demo(out: Path, config_file: Path | None, overrides: list[str], pictures: int = 400,
-             test_pictures: int = 48, size: int = 224, seed: int = 0) -> dict:
+             test_pictures: int = 48, size: int = 224, seed: int = 0, realign: bool = False) -> dict:
     start = time.perf_counter()
     print(f"vlmtune demo: {pictures} synthetic chess pictures ({test_pictures} held out), embedded default model")
+    if realign:
+        overrides = [f"model.name={realigned_base()}", *overrides]
     data = chess_data(pictures, size, seed, test_pictures / pictures)
     cfg = load_config(config_file or Path(str(DEMO_CONFIG)), [f"output_dir={out}", f"data.path={data}", *overrides])
     metrics = train_run(cfg, overwrite=True)
