@@ -27,7 +27,7 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def _auto_config(path: str):
+def auto_config(path: str):
     from transformers import AutoConfig
 
     try:
@@ -44,7 +44,7 @@ def load_model(cfg: ModelConfig, training: bool, device: torch.device | None = N
 
     device = device or pick_device()
     path = resolve_model_path(cfg.name)
-    config = _auto_config(path)
+    config = auto_config(path)
     spec = family_for(getattr(config, "model_type", None), cfg.family)
     dtype = weights_dtype(cfg.dtype, device, training)
     model_cls = getattr(transformers, spec.model_class)

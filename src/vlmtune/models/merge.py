@@ -20,7 +20,7 @@ import torch
 
 from vlmtune.config import EvalConfig, ModelConfig
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.loading import RUN_MARKER, _auto_config, load_model, read_run_info, resolve_model_path
+from vlmtune.models.loading import RUN_MARKER, auto_config, load_model, read_run_info, resolve_model_path
 
 MERGED_MARKER = "vlmtune_merged.json"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -68,7 +68,7 @@ def find_source(path: Path, base: str | None = None) -> MergeSource:
 
 def base_dtype(base_path: str) -> str:
     """The checkpoint's own dtype name; refuses quantized checkpoints (the merge would round away the update)."""
-    config = _auto_config(base_path)
+    config = auto_config(base_path)
     quant = getattr(config, "quantization_config", None)
     if quant:
         quant = quant if isinstance(quant, dict) else quant.to_dict()

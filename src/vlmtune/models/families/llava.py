@@ -1,5 +1,7 @@
 """LLaVA-style families: a vision tower, a projector, and image tokens spliced into the LM input."""
 
+from dataclasses import replace
+
 from vlmtune.models.family import FamilySpec
 
 # CLIP (llava-1.5) names its projections q/k/v/out_proj + fc1/fc2; DINOv2 (the embedded default)
@@ -62,15 +64,12 @@ LLAVA = FamilySpec(
 # Any-resolution tiling: a base view + tiles per image (pixel_values [batch, tiles, 3, H, W] with
 # image_sizes; the collator zero-pads tile counts, the model reads the real count from image_sizes).
 # The cached-feature path does not apply: features are packed with image_newline per image size.
-LLAVA_NEXT = FamilySpec(
+LLAVA_NEXT = replace(
+    LLAVA,
     name="llava_next",
     model_types=("llava_next",),
     model_class="LlavaNextForConditionalGeneration",
-    lm_prefix=r"model\.language_model",
-    vision_prefix=r"model\.vision_tower",
-    projector_modules=("model.multi_modal_projector",),
-    vision_leaves=CLIP_LIKE_VISION,
-    template_for=llava_template,
+    feature_cache=False,
     # The learned row separator between tile rows: trained with the projector it feeds.
     extra_trainable=("model.image_newline",),
     notes="LLaVA-NeXT / 1.6: Mistral-7B, Vicuna-7B/13B, Yi-34B",
