@@ -62,7 +62,8 @@ def loss_svg(log_history: list[dict], width: int = 560, height: int = 220) -> st
     parts += [f'<text x="{pad}" y="{height - 12}" font-size="12">step {x0}</text>',
               f'<text x="{width - pad - 60}" y="{height - 12}" font-size="12">step {x1}</text>',
               f'<text x="4" y="{pad - 8}" font-size="12">{y1:.2f}</text>',
-              f'<text x="{width - 170}" y="18" font-size="12"><tspan fill="#1f77b4">train loss</tspan> <tspan fill="#d62728">eval loss</tspan></text>',
+              f'<text x="{width - 170}" y="18" font-size="12"><tspan fill="#1f77b4">train loss</tspan>'
+              + (' <tspan fill="#d62728">eval loss</tspan>' if series["eval_loss"] else "") + "</text>",
               "</svg>"]
     return "".join(parts)
 

@@ -19,8 +19,12 @@ from vlmtune.stages.train import open_dataset
 
 def run_evaluate(path: Path, split: str, overrides: list[str], out: Path | None = None) -> dict:
     path = Path(path)
+    if not path.exists():
+        raise VlmtuneError(f"{path}: not found; pass a run directory or a model directory")
     is_run = bool(read_run_info(path))
     cfg = load_config(path / "config.yaml" if is_run else None, overrides)
+    if not is_run and not cfg.data.path:
+        raise VlmtuneError(f"{path} is not a vlmtune run: add data.path=DATA to say what to evaluate it on")
     data = open_dataset(cfg)
     if split not in data:
         raise VlmtuneError(f"split '{split}' not in {cfg.data.path}; available: {', '.join(data)}")
