@@ -1,7 +1,6 @@
 """Label masks checked against hand-spelled token ids (tests/tiny.py fixes the vocabulary)."""
 
 import pytest
-import torch
 from PIL import Image
 
 import tiny

@@ -160,6 +160,7 @@ def test_hub_unreachable_is_one_line(tmp_path, monkeypatch):
         raise ConnectionError("Name or service not known")
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # online mode, but no network
     monkeypatch.setattr(huggingface_hub.HfApi, "dataset_info", no_network)
     with pytest.raises(VlmtuneError) as err:
         build("nobody/nothing", tmp_path / "out", BuildOptions(QUIET))

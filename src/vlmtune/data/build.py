@@ -16,6 +16,7 @@ from vlmtune.data.check import INDEX_FILES, CheckOptions, Report, check_folder, 
 from vlmtune.data.dataset import dataset_from_table
 from vlmtune.data.images import first_line
 from vlmtune.errors import VlmtuneError
+from vlmtune.hub import unreachable_reason
 
 SAVED_MARKERS = ("dataset_dict.json", "state.json")
 
@@ -120,7 +121,7 @@ def _check_push(repo: str) -> None:
 
     if not get_token():
         raise VlmtuneError(f"--push-to-hub {repo}: no Hugging Face token; run 'hf auth login' or set HF_TOKEN")
-    reason = sources.hub_unreachable_reason()
+    reason = unreachable_reason()
     if reason:
         raise VlmtuneError(f"--push-to-hub {repo}: {reason}; build without it now and push later")
 

@@ -13,29 +13,10 @@ from vlmtune.data.captions import CAPTION_ALIASES, LABEL_ALIASES, Columns
 from vlmtune.data.images import first_line, register_plugins
 from vlmtune.data.schema import ANSWER, CANONICAL_COLUMNS, IMAGE, PROMPT, TEST, TRAIN
 from vlmtune.errors import VlmtuneError
+from vlmtune.hub import PROBE_SECONDS, hub_offline
 
 HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
-HUB_TIMEOUT = 5.0
 VALIDATION_NAMES = ("validation", "valid", "val", "dev")
-
-
-def hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
-
-
-def hub_unreachable_reason() -> str | None:
-    """None when the hub answers within the timeout, else a short reason."""
-    if hub_offline():
-        return "HF_HUB_OFFLINE is set"
-    from huggingface_hub import constants, get_session
-
-    try:
-        get_session().head(constants.ENDPOINT, timeout=HUB_TIMEOUT)
-    except Exception as err:  # DNS, refused, timeout, proxy: all mean "not now"
-        return f"the hub is unreachable ({first_line(err)})"
-    return None
 
 
 def load_saved(path: Path):
@@ -68,7 +49,7 @@ def load_hub(name: str):
 
     if not hub_offline():
         try:
-            HfApi().dataset_info(name, timeout=HUB_TIMEOUT)
+            HfApi().dataset_info(name, timeout=PROBE_SECONDS)
         except (RepositoryNotFoundError, GatedRepoError):
             raise VlmtuneError(f"{name}: no such local path, and no public dataset of that name on the hub") from None
         except Exception as err:

@@ -27,12 +27,22 @@ def resolve_model_path(name: str) -> str:
     return name
 
 
-def auto_config(path: str):
+def local_only(path: str) -> bool:
+    """A hub id while the hub cannot be reached: read the local HF cache only (no retries)."""
+    from vlmtune.hub import unreachable_reason
+
+    return not Path(path).exists() and unreachable_reason() is not None
+
+
+def auto_config(path: str, offline: bool = False):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(path)
+        return AutoConfig.from_pretrained(path, local_files_only=offline)
     except (OSError, ValueError) as err:
+        if offline:
+            raise VlmtuneError(f"model '{path}': not a local directory, not in the Hugging Face cache, and the hub "
+                               "cannot be reached; pass a local model directory") from None
         hint = "a local model directory" if not Path(path).exists() else "a directory holding config.json"
         raise VlmtuneError(f"model '{path}' could not be loaded ({str(err).splitlines()[0][:120]}); pass {hint}") from None
 
@@ -44,7 +54,8 @@ def load_model(cfg: ModelConfig, training: bool, device: torch.device | None = N
 
     device = device or pick_device()
     path = resolve_model_path(cfg.name)
-    config = auto_config(path)
+    offline = local_only(path)
+    config = auto_config(path, offline)
     spec = family_for(getattr(config, "model_type", None), cfg.family)
     dtype = weights_dtype(cfg.dtype, device, training)
     model_cls = getattr(transformers, spec.model_class)
@@ -53,7 +64,7 @@ def load_model(cfg: ModelConfig, training: bool, device: torch.device | None = N
     quant = quantization_config(cfg.quantization, device, keep)
     model = model_cls.from_pretrained(
         path, dtype=dtype, attn_implementation=attention_kernel(cfg.attn_implementation, device),
-        quantization_config=quant, device_map={"": device} if quant else None,
+        quantization_config=quant, device_map={"": device} if quant else None, local_files_only=offline,
     )
     if quant is not None:
         from peft import prepare_model_for_kbit_training
@@ -64,7 +75,7 @@ def load_model(cfg: ModelConfig, training: bool, device: torch.device | None = N
         odd = dtype_audit(model, dtype)
         if odd:
             print(f"note: parameters not in {str(dtype).removeprefix('torch.')}: {'; '.join(odd[:6])}")
-    processor = spec.processor_hook(path) if spec.processor_hook else AutoProcessor.from_pretrained(path)
+    processor = spec.processor_hook(path) if spec.processor_hook else AutoProcessor.from_pretrained(path, local_files_only=offline)
     if getattr(processor, "chat_template", None) is None:  # the row's fallback, picked from config data
         processor.chat_template = spec.fallback_template(config, processor.tokenizer)
     return model, processor, spec, dtype

@@ -6,35 +6,11 @@ happen fails in seconds instead of after minutes of merging and saving.
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 from vlmtune.errors import VlmtuneError
+from vlmtune.hub import hub_endpoint, hub_offline, hub_token, probe
 from vlmtune.models.merge import merge
-
-PROBE_SECONDS = 3.0
-
-
-def hub_token() -> str | None:
-    from huggingface_hub import get_token
-
-    return get_token()
-
-
-def hub_endpoint() -> str:
-    from huggingface_hub import constants
-
-    return constants.ENDPOINT
-
-
-def hub_offline() -> bool:
-    from huggingface_hub import constants
-
-    # The hub library reads HF_HUB_OFFLINE once at import; the environment may have changed since.
-    return constants.is_offline_mode() or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-
 
 def hub_preflight(repo_id: str) -> str:
     """The token to push with, or a one-line reason why pushing cannot work from here."""
@@ -44,12 +20,9 @@ def hub_preflight(repo_id: str) -> str:
     token = hub_token()
     if not token:
         raise VlmtuneError(f"--push-to-hub {repo_id}: no Hugging Face token; run 'hf auth login' or set HF_TOKEN")
-    url = urlparse(hub_endpoint())
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), PROBE_SECONDS).close()
-    except OSError as err:
-        raise VlmtuneError(f"--push-to-hub {repo_id}: cannot reach {url.hostname} ({err.strerror or err}); "
-                           "check the network or merge without --push-to-hub") from None
+    reason = probe(hub_endpoint())
+    if reason:
+        raise VlmtuneError(f"--push-to-hub {repo_id}: {reason}; check the network or merge without --push-to-hub")
     return token
 
 
