@@ -59,7 +59,7 @@ class FamilySpec:
     # Trained/saved whole with the projector: module paths, or bare nn.Parameter paths such as
     # LLaVA-NeXT's "model.image_newline" (PEFT cannot wrap those; see models/lora.py).
     extra_trainable: tuple[str, ...] = ()
-    # Text-generation configs use a different default dtype on CPU etc.: see models/dtype.py.
+    # What the row covers (checkpoints, quirks): documentation only.
     notes: str = ""
 
     def lm_pattern(self) -> str:

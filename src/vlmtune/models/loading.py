@@ -10,7 +10,6 @@ import torch
 from vlmtune.config import ModelConfig
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.dtype import attention_kernel, dtype_audit, pick_device, quantization_config, weights_dtype
-from vlmtune.models.family import FamilySpec
 from vlmtune.models.registry import family_for
 
 RUN_MARKER = "vlmtune_run.json"
@@ -109,7 +108,3 @@ def load_for_inference(path: str | Path, dtype: str = "auto", device: torch.devi
         return model, processor, spec
     return load_model(ModelConfig(name=str(weights), family=base.family, dtype=dtype), training=False, device=device)[:3]
 
-
-def spec_of(model) -> FamilySpec:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return family_for(base.config.model_type)

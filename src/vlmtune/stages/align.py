@@ -6,7 +6,6 @@ held-out scores in the metadata; the packaged copy is what ``ensure_default_base
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -14,6 +13,7 @@ from vlmtune.config import ModelConfig, load_config
 from vlmtune.data.collate import Encoder
 from vlmtune.data.dataset import build_dataset
 from vlmtune.data.schema import TEST, TRAIN
+from vlmtune.data.synth import cached_set
 from vlmtune.data.synth.shapes import synth_shapes
 from vlmtune.evaluation.evaluate import predict_split, summarize
 from vlmtune.models.default import PROJECTOR_FILE, DefaultBaseSpec, ensure_default_base, save_projector
@@ -34,16 +34,8 @@ ALIGN_DEFAULTS = [
 
 def shapes_data(n_images: int, size: int, seed: int) -> Path:
     """Generated once per (n, size, seed) and reused."""
-    key = hashlib.sha256(f"shapes:{n_images}:{size}:{seed}:v1".encode()).hexdigest()[:12]
-    folder = cache_root() / "synth" / f"shapes-{key}"
-    if not (folder / "captions.csv").is_file():
-        tmp = folder.with_name(folder.name + ".partial")
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        synth_shapes(tmp, n=n_images, size=size, seed=seed, test_ratio=0.05)
-        tmp.rename(folder)
-    return folder
+    recipe = {"n": n_images, "size": size, "seed": seed, "version": 1}
+    return cached_set("shapes", recipe, lambda out: synth_shapes(out, n=n_images, size=size, seed=seed, test_ratio=0.05))
 
 
 def run_align(out: Path | None, steps: int, n_images: int, seed: int, overrides: list[str]) -> dict:

@@ -6,13 +6,12 @@ LoRA fine-tunes, evaluates again and writes the before/after report.
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import time
 from importlib import resources
 from pathlib import Path
 
 from vlmtune.config import load_config
+from vlmtune.data.synth import cached_set
 from vlmtune.paths import cache_root
 from vlmtune.stages.train import train_run
 
@@ -23,14 +22,8 @@ def chess_data(n: int, size: int, seed: int, test_ratio: float) -> Path:
     """Synthesised once per recipe into the cache; a repeat demo reuses the pictures."""
     from vlmtune.data.synth.chess import synth_chess
 
-    key = hashlib.sha256(f"chess:{n}:{size}:{seed}:{test_ratio}".encode()).hexdigest()[:12]
-    folder = cache_root() / "synth" / f"chess-{key}"
-    if not (folder / "captions.csv").is_file():
-        tmp = folder.with_name(folder.name + ".partial")
-        shutil.rmtree(tmp, ignore_errors=True)
-        synth_chess(tmp, n=n, seed=seed, size=size, test_ratio=test_ratio)
-        tmp.rename(folder)
-    return folder
+    recipe = {"n": n, "size": size, "seed": seed, "test_ratio": test_ratio}
+    return cached_set("chess", recipe, lambda out: synth_chess(out, n=n, seed=seed, size=size, test_ratio=test_ratio))
 
 
 def realigned_base() -> Path:
