@@ -25,7 +25,7 @@ from PIL import Image  # noqa: E402
 
 import tiny  # noqa: E402
 from vlmtune.config import EvalConfig, load_config  # noqa: E402
-from vlmtune.data.collate import Collator, Encoder  # noqa: E402
+from vlmtune.training.collate import Collator
 from vlmtune.evaluation.generate import generate_answers  # noqa: E402
 from vlmtune.models.default import CHAT_TEMPLATE  # noqa: E402
 from vlmtune.models.dtype import attention_kernel, autocast_bf16, dtype_audit, weights_dtype  # noqa: E402
@@ -81,7 +81,7 @@ def build_7b():
 
 
 def examples(processor, spec, n: int):
-    enc = Encoder(processor, spec, 1024)
+    enc = PromptAnswerTokenizer(processor, spec, 1024)
     sizes = [(640, 480), (480, 640), (336, 336), (1024, 768)]
     answers = ["a white rook", "a black knight and a white pawn", "a white queen", "a black king and a black pawn"]
     gen = torch.Generator().manual_seed(0)

@@ -16,7 +16,8 @@ import torch
 from PIL import Image
 
 from vlmtune.config import LoraConfig, ModelConfig
-from vlmtune.data.collate import Collator, Encoder
+from vlmtune.training.collate import Collator
+from vlmtune.models.prompting import PromptAnswerTokenizer
 from vlmtune.models.dtype import cpu_has_bf16
 from vlmtune.models.lora import apply_plan
 from vlmtune.models.loading import load_model
@@ -28,7 +29,7 @@ ANSWERS = ["a white rook", "a black knight and a white pawn", "a black rook, a b
 
 def batches(processor, spec, n: int, batch: int, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
-    enc = Encoder(processor, spec, 256)
+    enc = PromptAnswerTokenizer(processor, spec, 256)
     pics = [Image.fromarray((torch.rand(96, 96, 3, generator=gen) * 255).byte().numpy()) for _ in range(n * batch)]
     exs = [enc.encode(p, "Describe this picture in a few words.", ANSWERS[i % 3]) for i, p in enumerate(pics)]
     return [exs[i * batch : (i + 1) * batch] for i in range(n)]

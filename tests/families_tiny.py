@@ -191,9 +191,9 @@ def pictures(n: int = 4) -> list:
 
 
 def examples(processor, spec, max_length: int = 256) -> list[dict]:
-    from vlmtune.data.collate import Encoder
+    from vlmtune.models.prompting import PromptAnswerTokenizer
 
-    enc = Encoder(processor, spec, max_length)
+    enc = PromptAnswerTokenizer(processor, spec, max_length)
     return [enc.encode(img, "Describe this picture.", a) for img, a in zip(pictures(), ANSWERS)]
 
 
@@ -248,10 +248,10 @@ def padded_equals_single(model, processor, spec) -> tuple[list[str], list[str]]:
     from vlmtune.config import EvalConfig
     from vlmtune.evaluation.generate import generate_answers
 
-    from vlmtune.data.collate import Encoder
+    from vlmtune.models.prompting import PromptAnswerTokenizer
 
     imgs, prompts = pictures(2)[::-1], ["Describe this picture.", "What?"]
-    assert (Encoder(processor, spec).encode_prompts(imgs, prompts)["attention_mask"][:, 0] == 0).any()  # left-padded
+    assert (PromptAnswerTokenizer(processor, spec).encode_prompts(imgs, prompts)["attention_mask"][:, 0] == 0).any()  # left-padded
     batch = generate_answers(model, processor, spec, imgs, prompts, EvalConfig(max_new_tokens=4, batch_size=2), desc="gen")
     single = [generate_answers(model, processor, spec, [i], [p], EvalConfig(max_new_tokens=4, batch_size=1), desc="gen")[0]
               for i, p in zip(imgs, prompts)]
@@ -262,7 +262,7 @@ def adapter_round_trip(fitted: dict, spec, out: Path):
     """(logits of the trained adapter in memory, after save + load_for_inference, of the base)."""
     import transformers
 
-    from vlmtune.data.collate import Collator
+    from vlmtune.training.collate import Collator
     from vlmtune.models.loading import load_for_inference
 
     fitted["model"].save_pretrained(out)

@@ -223,12 +223,12 @@ def moved_parameters(spec, model, processor, tmp_path, targets: str) -> dict[str
     all zero, i.e. that never got a gradient (B starts at zero); "whole_still": whole-trained
     (projector) weights that did not change; "lora_b": every LoRA B matrix.
     """
-    from vlmtune.data.collate import Encoder
+    from vlmtune.models.prompting import PromptAnswerTokenizer
     from vlmtune.training.fit import fit
 
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     cfg = train_config(tmp_path, f"train.lora.targets={targets}", "train.gradient_checkpointing=true")
-    result = fit(model, spec, torch.float32, training_examples(Encoder(processor, spec, 256)), None, cfg, str(tmp_path),
+    result = fit(model, spec, torch.float32, training_examples(PromptAnswerTokenizer(processor, spec, 256)), None, cfg, str(tmp_path),
                  processor.tokenizer.pad_token_id)
     after = {n: p.detach() for n, p in result.model.named_parameters()}
     plain = [n for n in after if "lora_" not in n and "modules_to_save" not in n]
@@ -272,9 +272,10 @@ def training_view_of_generation(model, processor, spec, bad_tokens: list[str], s
     prompt ids and, for cross-attention families, the same picture mask over the answer.
     ``bad_tokens`` are kept out of the answer (image tokens would need pictures of their own).
     """
-    from vlmtune.data.collate import Collator, Encoder
+    from vlmtune.training.collate import Collator
+    from vlmtune.models.prompting import PromptAnswerTokenizer
 
-    encoder, tok = Encoder(processor, spec, 512), processor.tokenizer
+    encoder, tok = PromptAnswerTokenizer(processor, spec, 512), processor.tokenizer
     inputs = encoder.encode_prompts([picture()], [PROMPT])
     # EOS is suppressed too, so that the answer has all its steps.
     bad = ids(processor, [tok.unk_token, tok.eos_token, *bad_tokens])

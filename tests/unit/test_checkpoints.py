@@ -42,13 +42,13 @@ def test_only_complete_checkpoints_are_resumed_from(tmp_path):
 
 def test_early_stopping_stops_when_eval_loss_stops_improving(tmp_path):
     from vlmtune.config import load_config
-    from vlmtune.data.collate import Encoder
+    from vlmtune.models.prompting import PromptAnswerTokenizer
     from vlmtune.models.registry import LLAVA
     from vlmtune.training.fit import fit
     from PIL import Image
 
     model, processor = tiny.llava()
-    enc = Encoder(processor, LLAVA, 64)
+    enc = PromptAnswerTokenizer(processor, LLAVA, 64)
     train = [enc.encode(Image.new("RGB", (30, 30), (i * 40, 0, 0)), "Describe.", "a white rook") for i in range(4)]
     evals = [enc.encode(Image.new("RGB", (30, 30), (0, 0, 200)), "Describe.", "a black king")]
     # lr 0: eval loss never improves, so patience 1 stops after the second evaluation

@@ -4,7 +4,8 @@ import pytest
 from PIL import Image
 
 import tiny
-from vlmtune.data.collate import IGNORE, Collator, Encoder
+from vlmtune.training.collate import Collator
+from vlmtune.models.prompting import IGNORE, PromptAnswerTokenizer
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.registry import LLAVA
 
@@ -19,7 +20,7 @@ ANSWER_IDS = [V["a"], V["white"], V["rook"], V["<|im_end|>"]]
 @pytest.fixture(scope="module")
 def encoder():
     _, processor = tiny.llava()
-    return Encoder(processor, LLAVA, max_length=64)
+    return PromptAnswerTokenizer(processor, LLAVA, max_length=64)
 
 
 def picture():
@@ -46,13 +47,13 @@ def test_padding_is_masked_and_right_aligned(encoder):
 
 
 def test_max_length_that_cuts_image_tokens_is_refused(encoder):
-    encoder = Encoder(encoder.processor, LLAVA, max_length=6)
+    encoder = PromptAnswerTokenizer(encoder.processor, LLAVA, max_length=6)
     with pytest.raises(VlmtuneError, match="would cut image tokens; raise data.max_length to at least 18"):
         encoder.encode(picture(), "Describe this picture.", "a white rook", where="train row 3")
 
 
 def test_answer_is_truncated_only_after_the_prompt(encoder):
-    encoder = Encoder(encoder.processor, LLAVA, max_length=len(PROMPT_IDS) + 2)
+    encoder = PromptAnswerTokenizer(encoder.processor, LLAVA, max_length=len(PROMPT_IDS) + 2)
     ex = encoder.encode(picture(), "Describe this picture.", "a white rook")
     assert ex["truncated"] is True
     assert ex["labels"] == [IGNORE] * len(PROMPT_IDS) + ANSWER_IDS[:2]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vlmtune.models.convert import dinov2_onnx_path, load_dinov2
+from vlmtune.models.weight_import import dinov2_onnx_path, load_dinov2
 from vlmtune.models.default import PROJECTOR_FILE, DefaultBaseSpec, ensure_default_base, load_projector
 
 

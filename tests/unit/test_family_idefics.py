@@ -8,7 +8,8 @@ import torch
 
 import families_tiny_b as tiny
 from vlmtune.config import EvalConfig, load_config
-from vlmtune.data.collate import IGNORE, Collator, Encoder
+from vlmtune.training.collate import Collator
+from vlmtune.models.prompting import IGNORE, PromptAnswerTokenizer
 from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.generate import generate_answers
 from vlmtune.models.lora import apply_plan
@@ -52,7 +53,7 @@ def test_rows_are_chosen_by_model_type(family):
 def test_prompt_and_image_tokens_masked_answer_and_end_of_utterance_kept(family):
     spec, _, processor = family
     size, prompt = PROMPTS[spec.name]
-    ex = Encoder(processor, spec, 128).encode(tiny.picture(size), tiny.PROMPT, "a white rook")
+    ex = PromptAnswerTokenizer(processor, spec, 128).encode(tiny.picture(size), tiny.PROMPT, "a white rook")
     want_prompt, want_answer = tiny.ids(processor, prompt), tiny.ids(processor, ANSWER)
     assert ex["input_ids"] == want_prompt + want_answer
     assert ex["labels"] == [IGNORE] * len(want_prompt) + want_answer
@@ -60,14 +61,14 @@ def test_prompt_and_image_tokens_masked_answer_and_end_of_utterance_kept(family)
 
 def test_idefics_image_attention_mask_covers_the_answer():
     spec, (model, processor) = REGISTRY["idefics"], tiny.idefics()
-    ex = Encoder(processor, spec, 128).encode(tiny.picture(), tiny.PROMPT, "a white rook")
+    ex = PromptAnswerTokenizer(processor, spec, 128).encode(tiny.picture(), tiny.PROMPT, "a white rook")
     # <s> and the opening <fake> come before the picture; from <image> on, every token (answer too) sees it.
     assert ex["image_attention_mask"][0, :, 0].tolist() == [0, 0] + [1] * (len(ex["input_ids"]) - 2)
 
 
 def test_collated_batch_pads_and_gives_each_sample_its_own_logits(family):
     spec, model, processor = family
-    a, b = tiny.training_examples(Encoder(processor, spec, 256))
+    a, b = tiny.training_examples(PromptAnswerTokenizer(processor, spec, 256))
     batch = Collator(processor.tokenizer.pad_token_id, spec.seq_keys)([a, b])
     n, longest = len(a["input_ids"]), batch["input_ids"].shape[1]
     assert batch["labels"][0].tolist() == a["labels"] + [IGNORE] * (longest - n)
@@ -80,7 +81,7 @@ def test_collated_batch_pads_and_gives_each_sample_its_own_logits(family):
 
 def test_sub_image_counts_differ_and_padding_pictures_are_zero():
     spec, (model, processor) = REGISTRY["idefics3"], tiny.idefics3()
-    a, b = tiny.training_examples(Encoder(processor, spec, 256))
+    a, b = tiny.training_examples(PromptAnswerTokenizer(processor, spec, 256))
     assert a["pixel_values"].shape[1] == 5 and b["pixel_values"].shape[1] == 3  # 2x2 + whole, 2x1 + whole
     pixels = Collator(processor.tokenizer.pad_token_id)([a, b])["pixel_values"]
     assert pixels.shape[:2] == (2, 5) and pixels[1, 3:].abs().sum() == 0
@@ -111,7 +112,7 @@ def test_idefics_lm_lora_reaches_the_gated_cross_attention_layers():
 
 def test_left_padded_generation_batch_matches_single_prompts(family):
     spec, model, processor = family
-    encoder = Encoder(processor, spec)
+    encoder = PromptAnswerTokenizer(processor, spec)
     pictures, prompts = [tiny.picture((40, 30)), tiny.picture((30, 60), (9, 99, 199))], [tiny.PROMPT, "What?"]
     batch = encoder.encode_prompts(pictures, prompts)
     assert batch["attention_mask"][:, 0].tolist() == [1, 0] and batch["attention_mask"][:, -1].tolist() == [1, 1]
@@ -137,7 +138,7 @@ def test_adapter_round_trip_gives_identical_logits(tmp_path, name):
     peft_model = apply_plan(reloaded_base, spec, load_config(overrides=["train.lora.targets=lm+vision+projector"]).train.lora)
     tiny.perturb_trainable(peft_model)
     peft_model.save_pretrained(tmp_path / "adapter")
-    batch = Collator(processor.tokenizer.pad_token_id, spec.seq_keys)(tiny.training_examples(Encoder(processor, spec, 256)))
+    batch = Collator(processor.tokenizer.pad_token_id, spec.seq_keys)(tiny.training_examples(PromptAnswerTokenizer(processor, spec, 256)))
     batch.pop("labels")
     reloaded, _, got_spec = load_for_inference(tmp_path / "adapter", device=CPU)
     assert got_spec is spec
@@ -149,13 +150,13 @@ def test_adapter_round_trip_gives_identical_logits(tmp_path, name):
 def test_max_length_that_cuts_image_tokens_is_refused(name):
     _, processor = tiny.FAMILIES[name](0)
     with pytest.raises(VlmtuneError, match="would cut image tokens"):
-        Encoder(processor, REGISTRY[name], max_length=8).encode(tiny.picture(), tiny.PROMPT, "a white rook", where="row 3")
+        PromptAnswerTokenizer(processor, REGISTRY[name], max_length=8).encode(tiny.picture(), tiny.PROMPT, "a white rook", where="row 3")
 
 
 def test_idefics_answer_cut_by_max_length_keeps_the_mask_aligned():
     spec, (_, processor) = REGISTRY["idefics"], tiny.idefics()
     prompt_len = len(PROMPTS["idefics"][1])
-    ex = Encoder(processor, spec, max_length=prompt_len + 2).encode(tiny.picture(), tiny.PROMPT, "a white rook")
+    ex = PromptAnswerTokenizer(processor, spec, max_length=prompt_len + 2).encode(tiny.picture(), tiny.PROMPT, "a white rook")
     assert ex["truncated"] and len(ex["input_ids"]) == prompt_len + 2
     assert ex["image_attention_mask"].shape[1] == prompt_len + 2
 

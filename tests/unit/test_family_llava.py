@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 import families_tiny as ft
 import tiny
 from vlmtune.config import ModelConfig, load_config
-from vlmtune.data.collate import IGNORE, Collator, Encoder, user_turn
+from vlmtune.training.collate import Collator
+from vlmtune.models.prompting import IGNORE, PromptAnswerTokenizer, user_turn
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.families.llava import CHATML, INST, LLAVA, LLAVA_NEXT, VICUNA
 from vlmtune.models.loading import load_for_inference, load_model
@@ -44,7 +45,7 @@ def token_ids(processor, tokens: list[str]) -> list[int]:
 
 def test_llava15_labels_mask_prompt_image_tokens_and_padding():
     _, processor = ft.llava15()
-    enc = Encoder(processor, LLAVA, 64)
+    enc = PromptAnswerTokenizer(processor, LLAVA, 64)
     ex = enc.encode(square(), "Describe this picture.", "a white rook")
     assert ex["input_ids"] == token_ids(processor, LLAVA15_PROMPT + ANSWER)
     assert ex["labels"] == [IGNORE] * len(LLAVA15_PROMPT) + token_ids(processor, ANSWER)
@@ -59,7 +60,7 @@ def test_llava15_labels_mask_prompt_image_tokens_and_padding():
 def test_llava_next_labels_for_each_language_model(lm):
     _, processor = ft.llava_next(lm)
     eos = processor.tokenizer.eos_token
-    ex = Encoder(processor, LLAVA_NEXT, 128).encode(square(), "Describe this picture.", "a white rook")
+    ex = PromptAnswerTokenizer(processor, LLAVA_NEXT, 128).encode(square(), "Describe this picture.", "a white rook")
     answer = ["a", "white", "rook", eos]
     assert ex["input_ids"] == token_ids(processor, NEXT_PROMPTS[lm] + answer)
     assert ex["labels"] == [IGNORE] * len(NEXT_PROMPTS[lm]) + token_ids(processor, answer)
@@ -68,7 +69,7 @@ def test_llava_next_labels_for_each_language_model(lm):
 
 def test_llava_next_batch_of_mixed_image_sizes_pads_tiles_and_changes_nothing():
     model, processor = ft.llava_next()
-    enc = Encoder(processor, LLAVA_NEXT, 128)
+    enc = PromptAnswerTokenizer(processor, LLAVA_NEXT, 128)
     big = enc.encode(square(), "Describe this picture.", "a white rook")
     wide = enc.encode(Image.new("RGB", (56, 28), (20, 90, 200)), "What is this?", "a rook")
     # 1x2 tiles: base 4 + features 2 rows x 4 + 2 newlines = 14 image tokens, 3 views
@@ -95,7 +96,7 @@ def test_fallback_template_is_chosen_from_config_and_tokenizer(tmp_path, lm, tem
     assert "chat_template" not in json.loads((tmp_path / "processor_config.json").read_text())
     _, processor, spec, _ = load_model(ModelConfig(name=str(tmp_path)), training=True, device=torch.device("cpu"))
     assert spec is LLAVA_NEXT and processor.chat_template == template
-    assert Encoder(processor, spec).prompt_text("Describe this picture.") == text
+    assert PromptAnswerTokenizer(processor, spec).prompt_text("Describe this picture.") == text
 
 
 def test_vicuna_fallback_renders_as_the_real_llava15_template():
@@ -172,10 +173,10 @@ def test_max_length_cutting_image_tokens_is_refused_and_answers_truncate_after_t
     build, spec = CASES[family]
     _, processor = build()
     with pytest.raises(VlmtuneError, match="would cut image tokens"):
-        Encoder(processor, spec, 10).encode(square(), "Describe this picture.", "a white rook", where="train row 0")
-    full = Encoder(processor, spec, 128).encode(square(), "Describe this picture.", "a white rook")
+        PromptAnswerTokenizer(processor, spec, 10).encode(square(), "Describe this picture.", "a white rook", where="train row 0")
+    full = PromptAnswerTokenizer(processor, spec, 128).encode(square(), "Describe this picture.", "a white rook")
     prompt = full["labels"].count(IGNORE)
-    cut = Encoder(processor, spec, prompt + 2).encode(square(), "Describe this picture.", "a white rook")
+    cut = PromptAnswerTokenizer(processor, spec, prompt + 2).encode(square(), "Describe this picture.", "a white rook")
     assert cut["truncated"] and cut["labels"] == full["labels"][: prompt + 2]
 
 

@@ -10,7 +10,8 @@ import torch
 
 import families_tiny_b as tiny
 from vlmtune.config import EvalConfig, load_config
-from vlmtune.data.collate import IGNORE, Collator, Encoder
+from vlmtune.training.collate import Collator
+from vlmtune.models.prompting import IGNORE, PromptAnswerTokenizer
 from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.generate import generate_answers, generation_kwargs
 from vlmtune.models.lora import apply_plan
@@ -35,19 +36,19 @@ def test_row_is_chosen_by_model_type(built):
 
 def test_one_bos_prompt_and_image_masked_answer_and_eot_kept(built):
     _, processor = built
-    ex = Encoder(processor, MLLAMA, 64).encode(tiny.picture(), tiny.PROMPT, "a white rook")
+    ex = PromptAnswerTokenizer(processor, MLLAMA, 64).encode(tiny.picture(), tiny.PROMPT, "a white rook")
     assert ex["input_ids"] == tiny.ids(processor, PROMPT + ANSWER)
     assert ex["labels"] == [IGNORE] * len(PROMPT) + tiny.ids(processor, ANSWER)
     # The tokenizer adds BOS like Llama-3's and the template writes one: without the row's
     # add_special_tokens=False the prompt would start with two.
-    doubled = Encoder(processor, replace(MLLAMA, processor_kwargs=()), 64).encode(tiny.picture(), tiny.PROMPT, "a")
+    doubled = PromptAnswerTokenizer(processor, replace(MLLAMA, processor_kwargs=()), 64).encode(tiny.picture(), tiny.PROMPT, "a")
     assert doubled["input_ids"][:2] == tiny.ids(processor, ["<|begin_of_text|>"] * 2)
 
 
 def test_cross_attention_mask_covers_the_answer(built):
     _, processor = built
-    wide = Encoder(processor, MLLAMA, 64).encode(tiny.picture((40, 30)), tiny.PROMPT, "a white rook")
-    square = Encoder(processor, MLLAMA, 64).encode(tiny.picture((28, 28)), tiny.PROMPT, "a white rook")
+    wide = PromptAnswerTokenizer(processor, MLLAMA, 64).encode(tiny.picture((40, 30)), tiny.PROMPT, "a white rook")
+    square = PromptAnswerTokenizer(processor, MLLAMA, 64).encode(tiny.picture((28, 28)), tiny.PROMPT, "a white rook")
     n = len(wide["input_ids"])
     assert wide["cross_attention_mask"].shape == (1, n, 1, tiny.MLLAMA_TILES)
     # From <|image|> on, every token (the answer too) attends to the picture's tiles: 2 for a wide one, 1 for a square one.
@@ -57,7 +58,7 @@ def test_cross_attention_mask_covers_the_answer(built):
 
 def test_collated_batch_pads_masks_and_gives_each_sample_its_own_logits(built):
     model, processor = built
-    a, b = tiny.training_examples(Encoder(processor, MLLAMA, 64))
+    a, b = tiny.training_examples(PromptAnswerTokenizer(processor, MLLAMA, 64))
     batch = Collator(processor.tokenizer.pad_token_id, MLLAMA.seq_keys)([a, b])
     n, longest = len(a["input_ids"]), batch["input_ids"].shape[1]
     assert batch["labels"][0].tolist() == a["labels"] + [IGNORE] * (longest - n)
@@ -92,7 +93,7 @@ def test_lm_lora_covers_self_and_cross_attention_layers_only():
 
 def test_left_padded_generation_matches_single_prompts_and_stops_on_eot(built):
     model, processor = built
-    encoder = Encoder(processor, MLLAMA)
+    encoder = PromptAnswerTokenizer(processor, MLLAMA)
     pictures, prompts = [tiny.picture((40, 30)), tiny.picture((28, 28), (9, 99, 199))], [tiny.PROMPT, "What?"]
     batch = encoder.encode_prompts(pictures, prompts)
     assert batch["attention_mask"][:, 0].tolist() == [1, 0] and batch["input_ids"][0, 0] == batch["input_ids"][1, 2]
@@ -117,7 +118,7 @@ def test_adapter_round_trip_gives_identical_logits(tmp_path):
     peft_model = apply_plan(base, MLLAMA, load_config(overrides=["train.lora.targets=lm+vision+projector"]).train.lora)
     tiny.perturb_trainable(peft_model)
     peft_model.save_pretrained(tmp_path / "adapter")
-    batch = Collator(processor.tokenizer.pad_token_id, MLLAMA.seq_keys)(tiny.training_examples(Encoder(processor, MLLAMA, 64)))
+    batch = Collator(processor.tokenizer.pad_token_id, MLLAMA.seq_keys)(tiny.training_examples(PromptAnswerTokenizer(processor, MLLAMA, 64)))
     batch.pop("labels")
     reloaded, _, spec = load_for_inference(tmp_path / "adapter", device=CPU)
     assert spec is MLLAMA
@@ -128,8 +129,8 @@ def test_adapter_round_trip_gives_identical_logits(tmp_path):
 def test_max_length_that_cuts_the_prompt_is_refused_and_a_cut_answer_keeps_the_mask_aligned(built):
     _, processor = built
     with pytest.raises(VlmtuneError, match="raise data.max_length to at least 17"):
-        Encoder(processor, MLLAMA, max_length=10).encode(tiny.picture(), tiny.PROMPT, "a white rook", where="row 3")
-    ex = Encoder(processor, MLLAMA, max_length=len(PROMPT) + 2).encode(tiny.picture(), tiny.PROMPT, "a white rook")
+        PromptAnswerTokenizer(processor, MLLAMA, max_length=10).encode(tiny.picture(), tiny.PROMPT, "a white rook", where="row 3")
+    ex = PromptAnswerTokenizer(processor, MLLAMA, max_length=len(PROMPT) + 2).encode(tiny.picture(), tiny.PROMPT, "a white rook")
     assert ex["truncated"] and ex["cross_attention_mask"].shape[1] == len(ex["input_ids"]) == len(PROMPT) + 2
 
 

@@ -7,7 +7,8 @@ from PIL import Image
 import families_tiny as ft
 import tiny
 from vlmtune.config import load_config
-from vlmtune.data.collate import IGNORE, Collator, Encoder
+from vlmtune.training.collate import Collator
+from vlmtune.models.prompting import IGNORE, PromptAnswerTokenizer
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.families.paligemma import PALIGEMMA
 from vlmtune.models.loading import load_for_inference
@@ -32,7 +33,7 @@ def processor():
 
 
 def test_prefix_layout_labels_and_token_types_hand_computed(processor):
-    enc = Encoder(processor, PALIGEMMA, 64)
+    enc = PromptAnswerTokenizer(processor, PALIGEMMA, 64)
     assert enc.prompt_text("Describe this picture.") == "<image>Describe this picture."
     ex = enc.encode(picture(), "Describe this picture.", "a white rook")
     assert ex["input_ids"] == token_ids(processor, PROMPT + ANSWER)
@@ -42,7 +43,7 @@ def test_prefix_layout_labels_and_token_types_hand_computed(processor):
 
 
 def test_collator_pads_token_types_with_the_sequence(processor):
-    enc = Encoder(processor, PALIGEMMA, 64)
+    enc = PromptAnswerTokenizer(processor, PALIGEMMA, 64)
     short = enc.encode(picture(), "Describe this picture.", "a rook")
     long = enc.encode(picture(), "Describe this picture.", "a white queen and a black pawn")
     batch = Collator(processor.tokenizer.pad_token_id, PALIGEMMA.seq_keys)([short, long])
@@ -53,15 +54,15 @@ def test_collator_pads_token_types_with_the_sequence(processor):
 
 
 def test_generation_prompt_is_the_training_prefix_left_padded(processor):
-    batch = Encoder(processor, PALIGEMMA).encode_prompts([picture(), picture()], ["Describe this picture.", "What?"])
+    batch = PromptAnswerTokenizer(processor, PALIGEMMA).encode_prompts([picture(), picture()], ["Describe this picture.", "What?"])
     assert batch["input_ids"][0].tolist() == token_ids(processor, PROMPT)
     assert batch["attention_mask"][1].tolist()[0] == 0 and batch["token_type_ids"].sum() == 0
 
 
 def test_max_length_cutting_the_prefix_is_refused_and_answers_truncate_after_it(processor):
     with pytest.raises(VlmtuneError, match="train row 2: .* would cut image tokens; raise data.max_length to at least 14"):
-        Encoder(processor, PALIGEMMA, 8).encode(picture(), "Describe this picture.", "a white rook", where="train row 2")
-    cut = Encoder(processor, PALIGEMMA, len(PROMPT) + 2).encode(picture(), "Describe this picture.", "a white rook")
+        PromptAnswerTokenizer(processor, PALIGEMMA, 8).encode(picture(), "Describe this picture.", "a white rook", where="train row 2")
+    cut = PromptAnswerTokenizer(processor, PALIGEMMA, len(PROMPT) + 2).encode(picture(), "Describe this picture.", "a white rook")
     assert cut["truncated"] and cut["labels"] == [IGNORE] * len(PROMPT) + token_ids(processor, ANSWER[:2])
     assert cut["token_type_ids"].shape == (1, len(PROMPT) + 2)
 

@@ -9,7 +9,8 @@ from PIL import Image
 import families_tiny as ft
 import tiny
 from vlmtune.config import ModelConfig, load_config
-from vlmtune.data.collate import IGNORE, Collator, Encoder, user_turn
+from vlmtune.training.collate import Collator
+from vlmtune.models.prompting import IGNORE, PromptAnswerTokenizer, user_turn
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.families.qwen import QWEN2_5_VL, QWEN2_VL, QWEN_CHATML
 from vlmtune.models.loading import load_for_inference, load_model
@@ -37,7 +38,7 @@ def token_ids(processor, tokens: list[str]) -> list[int]:
 def test_labels_and_mm_token_type_ids_hand_computed(family):
     build, spec = CASES[family]
     _, processor = build()
-    ex = Encoder(processor, spec, 128).encode(square(), "Describe this picture.", "a white rook")
+    ex = PromptAnswerTokenizer(processor, spec, 128).encode(square(), "Describe this picture.", "a white rook")
     assert ex["input_ids"] == token_ids(processor, PROMPT + ANSWER)
     assert ex["labels"] == [IGNORE] * len(PROMPT) + token_ids(processor, ANSWER)
     assert ex["mm_token_type_ids"].tolist() == [[int(t == PAD) for t in PROMPT + ANSWER]]
@@ -48,7 +49,7 @@ def test_labels_and_mm_token_type_ids_hand_computed(family):
 def test_mixed_sizes_batch_m_rope_positions_and_padding(family):
     build, spec = CASES[family]
     model, processor = build()
-    enc = Encoder(processor, spec, 128)
+    enc = PromptAnswerTokenizer(processor, spec, 128)
     big = enc.encode(square(), "Describe this picture.", "a white rook")
     small = enc.encode(Image.new("RGB", (40, 30), (200, 40, 40)), "What is this?", "a rook")  # 28x28: 1 token
     batch = Collator(processor.tokenizer.pad_token_id, spec.seq_keys)([big, small])
@@ -84,7 +85,7 @@ def test_processor_saves_as_the_stock_class_and_loads_without_torchvision(tmp_pa
     assert saved["processor_class"] == STOCK[family]
     _, processor, loaded_spec, _ = load_model(ModelConfig(name=str(tmp_path)), training=True, device=torch.device("cpu"))
     assert loaded_spec is spec and processor.chat_template == QWEN_CHATML
-    assert Encoder(processor, spec).encode(square(), "Describe this picture.", "a white rook")["input_ids"] == \
+    assert PromptAnswerTokenizer(processor, spec).encode(square(), "Describe this picture.", "a white rook")["input_ids"] == \
         token_ids(processor, PROMPT + ANSWER)
 
 
@@ -127,8 +128,8 @@ def test_max_length_cutting_image_tokens_is_refused_and_answers_truncate_after_t
     _, processor = build()
     least = len(PROMPT) + len(ANSWER)
     with pytest.raises(VlmtuneError, match=f"would cut image tokens; raise data.max_length to at least {least}"):
-        Encoder(processor, spec, 16).encode(square(), "Describe this picture.", "a white rook", where="train row 0")
-    cut = Encoder(processor, spec, len(PROMPT) + 2).encode(square(), "Describe this picture.", "a white rook")
+        PromptAnswerTokenizer(processor, spec, 16).encode(square(), "Describe this picture.", "a white rook", where="train row 0")
+    cut = PromptAnswerTokenizer(processor, spec, len(PROMPT) + 2).encode(square(), "Describe this picture.", "a white rook")
     assert cut["truncated"] and cut["labels"] == [IGNORE] * len(PROMPT) + token_ids(processor, ANSWER[:2])
     assert cut["mm_token_type_ids"].shape == (1, len(PROMPT) + 2)
 

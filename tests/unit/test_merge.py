@@ -9,7 +9,8 @@ from safetensors.torch import load_file
 
 import tiny
 from vlmtune.config import load_config
-from vlmtune.data.collate import Collator, Encoder
+from vlmtune.training.collate import Collator
+from vlmtune.models.prompting import PromptAnswerTokenizer
 from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.generate import generate_answers
 from vlmtune.models.loading import load_for_inference
@@ -55,7 +56,7 @@ def merged(tmp_path_factory, tiny_model_dir):
 
 
 def batch(processor):
-    ex = Encoder(processor, LLAVA, 64).encode(PICTURE, PROMPT, "a white rook")
+    ex = PromptAnswerTokenizer(processor, LLAVA, 64).encode(PICTURE, PROMPT, "a white rook")
     out = Collator(tiny.VOCAB["<pad>"])([ex])
     out.pop("labels")
     return out

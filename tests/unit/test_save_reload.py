@@ -5,7 +5,8 @@ from PIL import Image
 
 import tiny
 from vlmtune.config import load_config
-from vlmtune.data.collate import Collator, Encoder
+from vlmtune.training.collate import Collator
+from vlmtune.models.prompting import PromptAnswerTokenizer
 from vlmtune.models.lora import apply_plan
 from vlmtune.models.loading import load_for_inference
 from vlmtune.models.registry import LLAVA
@@ -23,7 +24,7 @@ def test_adapter_round_trip_gives_identical_logits(tmp_path, tiny_model_dir):
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * 0.05)
     peft_model.save_pretrained(tmp_path / "adapter")
-    ex = Encoder(processor, LLAVA, 64).encode(Image.new("RGB", (30, 30), (9, 99, 199)), "Describe.", "a white rook")
+    ex = PromptAnswerTokenizer(processor, LLAVA, 64).encode(Image.new("RGB", (30, 30), (9, 99, 199)), "Describe.", "a white rook")
     batch = Collator(tiny.VOCAB["<pad>"])([ex])
     batch.pop("labels")
     reloaded, _, spec = load_for_inference(tmp_path / "adapter")

@@ -6,7 +6,8 @@ from PIL import Image
 
 import tiny
 from vlmtune.config import load_config
-from vlmtune.data.collate import Collator, Encoder
+from vlmtune.training.collate import Collator
+from vlmtune.models.prompting import PromptAnswerTokenizer
 from vlmtune.models.lora import apply_plan
 from vlmtune.models.registry import LLAVA
 from vlmtune.training.features import FEATURES, compute_features
@@ -18,7 +19,7 @@ COLOURS = [(250, 250, 250), (10, 10, 10), (200, 200, 120), (220, 20, 20)]
 
 
 def examples(processor):
-    enc = Encoder(processor, LLAVA, 64)
+    enc = PromptAnswerTokenizer(processor, LLAVA, 64)
     return [enc.encode(Image.new("RGB", (30, 30), c), "Describe this picture.", a) for a, c in zip(ANSWERS, COLOURS)]
 
 

@@ -1,6 +1,6 @@
 """Multi-turn chat about one picture: conversation rendering, streamed replies, the command loop.
 
-The first turn renders exactly like the training prompt (``Encoder.prompt_text``); later turns
+The first turn renders exactly like the training prompt (``PromptAnswerTokenizer.prompt_text``); later turns
 re-render the whole history through the chat template with the image kept in the first user turn,
 so the model always sees one image placeholder and one image.
 """
@@ -14,7 +14,7 @@ from typing import TextIO
 import torch
 
 from vlmtune.config import EvalConfig
-from vlmtune.data.collate import Encoder, user_turn
+from vlmtune.models.prompting import PromptAnswerTokenizer, user_turn
 from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.generate import generation_kwargs
 from vlmtune.models.family import FamilySpec
@@ -34,7 +34,7 @@ def chat_messages(history: list[tuple[str, str]], question: str) -> list[dict]:
 
 def render_chat(processor, spec: FamilySpec, history: list[tuple[str, str]], question: str) -> str:
     """Prompt text for the next reply; the first turn is the training prompt, byte for byte."""
-    encoder = Encoder(processor, spec)
+    encoder = PromptAnswerTokenizer(processor, spec)
     if not history:
         return encoder.prompt_text(question)
     if spec.prompt_hook is not None:
@@ -60,7 +60,7 @@ def _streamer(tokenizer, out: TextIO):
 @torch.no_grad()
 def stream_reply(model, processor, spec: FamilySpec, image, text: str, cfg: EvalConfig, out: TextIO) -> str:
     """Generate from the rendered prompt, writing tokens to ``out`` as they come; returns the reply."""
-    encoder = Encoder(processor, spec)
+    encoder = PromptAnswerTokenizer(processor, spec)
     device = next(model.parameters()).device
     inputs = processor(images=[image], text=[text], return_tensors="pt", **dict(spec.processor_kwargs))
     inputs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}

@@ -8,11 +8,11 @@ import torch
 from tqdm.auto import tqdm
 
 from vlmtune.config import EvalConfig
-from vlmtune.data.collate import Encoder
+from vlmtune.models.prompting import PromptAnswerTokenizer
 from vlmtune.models.family import FamilySpec
 
 
-def generation_kwargs(cfg: EvalConfig, encoder: Encoder) -> dict:
+def generation_kwargs(cfg: EvalConfig, encoder: PromptAnswerTokenizer) -> dict:
     tok = encoder.tokenizer
     stop = {tok.convert_tokens_to_ids(t) for t in (encoder.end_of_turn(), *encoder.spec.stop_tokens)}
     stop = {t for t in stop | {tok.eos_token_id} if t is not None and t != tok.unk_token_id}
@@ -34,7 +34,7 @@ def generation_kwargs(cfg: EvalConfig, encoder: Encoder) -> dict:
 @torch.no_grad()
 def generate_answers(model, processor, spec: FamilySpec, images: list, prompts: list[str], cfg: EvalConfig,
                      desc: str = "generating") -> list[str]:
-    encoder = Encoder(processor, spec)
+    encoder = PromptAnswerTokenizer(processor, spec)
     kwargs = generation_kwargs(cfg, encoder)
     device = next(model.parameters()).device
     answers: list[str] = []

@@ -82,7 +82,7 @@ def compose(spec: DefaultBaseSpec):
     """(LlavaForConditionalGeneration, LlavaProcessor) from the two wheels and a seeded projector."""
     from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    from vlmtune.models.convert import load_dinov2, load_smollm2
+    from vlmtune.models.weight_import import load_dinov2, load_smollm2
 
     vision = load_dinov2()
     lm, tokenizer = load_smollm2()

@@ -46,8 +46,8 @@ class FamilySpec:
     processor_kwargs: tuple[tuple[str, object], ...] = ()
     # Builds the prompt text instead of a chat template: (processor, prompt) -> text.
     prompt_hook: Callable | None = None
-    # Replaces Encoder.encode for families whose processor builds labels or sequence-aligned
-    # tensors itself: (encoder, image, prompt, answer) -> example dict (see data/collate.py).
+    # Replaces PromptAnswerTokenizer.encode for families whose processor builds labels or sequence-aligned
+    # tensors itself: (encoder, image, prompt, answer) -> example dict (see models/prompting.py).
     encode_hook: Callable | None = None
     # Model inputs aligned with input_ids on dim 1 (token_type_ids, cross-attention masks...):
     # the collator right-pads them with zeros alongside input_ids.

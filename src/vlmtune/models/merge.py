@@ -128,12 +128,12 @@ def merged_model(peft_model):
 
 def prepare_for_plain_use(model, processor, spec) -> None:
     """What plain transformers needs to prompt and stop like vlmtune: the chat template and stop ids."""
-    from vlmtune.data.collate import Encoder
+    from vlmtune.models.prompting import PromptAnswerTokenizer
     from vlmtune.evaluation.generate import generation_kwargs
 
     if not getattr(processor, "chat_template", None):  # the registry's fallback, now stored with the model
         processor.chat_template = spec.fallback_template(model.config, processor.tokenizer)
-    stops = generation_kwargs(EvalConfig(), Encoder(processor, spec))
+    stops = generation_kwargs(EvalConfig(), PromptAnswerTokenizer(processor, spec))
     model.generation_config.eos_token_id = stops["eos_token_id"]
     model.generation_config.pad_token_id = stops["pad_token_id"]
 

@@ -10,12 +10,12 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from vlmtune.config import ModelConfig, load_config
-from vlmtune.data.collate import Encoder
+from vlmtune.models.prompting import PromptAnswerTokenizer
 from vlmtune.data.dataset import build_dataset
 from vlmtune.data.schema import TEST, TRAIN
 from vlmtune.data.synth import cached_set
 from vlmtune.data.synth.shapes import synth_shapes
-from vlmtune.evaluation.evaluate import predict_split, summarize
+from vlmtune.evaluation.predictions import predict_split, summarize
 from vlmtune.models.default import PROJECTOR_FILE, DefaultBaseSpec, ensure_default_base, save_projector
 from vlmtune.models.loading import load_model
 from vlmtune.paths import cache_root
@@ -44,7 +44,7 @@ def run_align(out: Path | None, steps: int, n_images: int, seed: int, overrides:
     data = build_dataset(shapes_data(n_images, ALIGN_IMAGE_SIZE, seed), cfg.data.prompt)
     base = ensure_default_base(projector=None, spec=replace(spec, image_size=ALIGN_IMAGE_SIZE))
     model, processor, family, dtype = load_model(ModelConfig(name=str(base)), training=True)
-    encoder = Encoder(processor, family, cfg.data.max_length)
+    encoder = PromptAnswerTokenizer(processor, family, cfg.data.max_length)
     result = fit(model, family, dtype, encode_split(encoder, data[TRAIN], TRAIN), None, cfg,
                  str(cache_root() / "align-checkpoints"), processor.tokenizer.pad_token_id)
     scores = summarize(predict_split(result.model, processor, family, data[TEST], cfg.eval, cfg.data, "held-out shapes"))

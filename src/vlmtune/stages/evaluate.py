@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vlmtune.config import load_config
 from vlmtune.errors import VlmtuneError
-from vlmtune.evaluation.evaluate import predict_split, summarize, write_predictions
+from vlmtune.evaluation.predictions import predict_split, summarize, write_predictions
 from vlmtune.models.loading import load_for_inference, read_run_info
 from vlmtune.run_dir import write_json
 from vlmtune.stages.train import open_dataset

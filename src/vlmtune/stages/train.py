@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from vlmtune.config import RunConfig, load_config
-from vlmtune.data.collate import Encoder
+from vlmtune.models.prompting import PromptAnswerTokenizer
 from vlmtune.data.schema import TEST, TRAIN
 from vlmtune.errors import VlmtuneError
-from vlmtune.evaluation.evaluate import predict_split, read_predictions, summarize, write_predictions
+from vlmtune.evaluation.predictions import predict_split, read_predictions, summarize, write_predictions
 from vlmtune.evaluation.report import print_summary, summary_rows, write_report
 from vlmtune.models.loading import ADAPTER_DIR, FULL_MODEL_DIR, load_model
 from vlmtune.models.lora import check_plan, plan_for
@@ -68,7 +68,7 @@ def train_run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> 
     write_json(run / "data.json", fingerprint(data))
     model, processor, spec, dtype = load_model(cfg.model, training=True)
     check_plan(model, spec, cfg.train.lora)  # a wrong target or max_length stops before any work
-    encoder = Encoder(processor, spec, cfg.data.max_length)
+    encoder = PromptAnswerTokenizer(processor, spec, cfg.data.max_length)
     train_ex, test_ex = encode_split(encoder, data[TRAIN], TRAIN), encode_split(encoder, data[TEST], TEST)
     base = None
     if cfg.eval.before:

@@ -10,7 +10,8 @@ import torch
 from tqdm.auto import tqdm
 
 from vlmtune.config import RunConfig
-from vlmtune.data.collate import Collator, Encoder
+from vlmtune.training.collate import Collator
+from vlmtune.models.prompting import PromptAnswerTokenizer
 from vlmtune.data.images import model_rgb
 from vlmtune.models.dtype import autocast_bf16
 from vlmtune.models.lora import apply_plan, plan_for, trainable_share
@@ -30,7 +31,7 @@ class FitResult:
     log_history: list = field(default_factory=list)
 
 
-def encode_split(encoder: Encoder, dataset, desc: str) -> list[dict]:
+def encode_split(encoder: PromptAnswerTokenizer, dataset, desc: str) -> list[dict]:
     """Tokenize every row once (images decoded once); warn about answers cut by max_length."""
     examples, truncated = [], 0
     for i, row in enumerate(tqdm(dataset, desc=f"tokenizing {desc}", unit="sample")):

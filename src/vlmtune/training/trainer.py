@@ -15,7 +15,7 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments
 
 from vlmtune.config import TrainConfig
-from vlmtune.data.collate import IGNORE
+from vlmtune.models.prompting import IGNORE
 from vlmtune.models.family import FamilySpec
 from vlmtune.training.features import FEATURES, encoder_outputs
 
