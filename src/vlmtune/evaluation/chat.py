@@ -37,7 +37,7 @@ def render_chat(processor, spec: FamilySpec, history: list[tuple[str, str]], que
     encoder = PromptAnswerTokenizer(processor, spec)
     if not history:
         return encoder.prompt_text(question)
-    if spec.prompt_hook is not None:
+    if not spec.hooks.multi_turn:
         raise VlmtuneError(f"family {spec.name} builds single-turn prompts only; /reset to ask a new question")
     template = getattr(processor, "chat_template", None) or spec.chat_template
     return processor.apply_chat_template(chat_messages(history, question), add_generation_prompt=True,

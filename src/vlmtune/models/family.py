@@ -1,11 +1,54 @@
-"""``FamilySpec``: what differs between model families, as data (one row per family)."""
+"""``FamilySpec``: what differs between model families, as data (one row per family).
+
+Where a family needs behaviour rather than data (its own processor class, a prompt built without
+a chat template, labels the processor makes itself), it subclasses ``FamilyHooks`` in its own
+module and overrides only what differs. Hooks return values; they never rebuild the caller's
+objects. Adding a family = one row (+ a hooks subclass if it needs one) + one entry in the shared
+test module.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 LLAMA_LEAVES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class FamilyHooks:
+    """The stock transformers way of loading, prompting and encoding; families override what differs.
+
+    ``tok`` arguments are ``models.prompting.PromptAnswerTokenizer`` instances.
+    """
+
+    def load_processor(self, path: str, offline: bool = False):
+        from transformers import AutoProcessor
+
+        return AutoProcessor.from_pretrained(path, local_files_only=offline)
+
+    def fallback_template(self, spec: "FamilySpec", config, tokenizer) -> str | None:
+        """The chat template for a checkpoint whose processor ships none (the row's, by default)."""
+        return spec.chat_template
+
+    def end_of_turn(self, spec: "FamilySpec", tokenizer) -> str:
+        """The string that closes an assistant answer (kept in the labels, and a stop token)."""
+        return spec.end_of_turn or tokenizer.eos_token
+
+    def prompt_text(self, tok, prompt: str) -> str | None:
+        """The prompt text without a chat template, or None to render the chat template."""
+        return None
+
+    def encode(self, tok, image, prompt: str, answer: str, where: str) -> dict:
+        """One training example (see ``PromptAnswerTokenizer.encode``)."""
+        return tok.standard_encode(image, prompt, answer, where)
+
+    @property
+    def multi_turn(self) -> bool:
+        """Whether later chat turns can be rendered through the chat template."""
+        return True
+
+
+DEFAULT_HOOKS = FamilyHooks()
 
 
 @dataclass(frozen=True)
@@ -33,22 +76,12 @@ class FamilySpec:
     answer_prefix: str = ""
     # Used only when the processor ships no chat template of its own.
     chat_template: str | None = None
-    # Picks that fallback from data when one row serves checkpoints with different LMs (LLaVA-NeXT:
-    # Mistral [INST], Vicuna, Yi ChatML): (config, tokenizer) -> template. Wins over chat_template;
-    # load_model installs it on a processor that has none, so saved runs keep it.
-    template_for: Callable | None = None
-    # Builds the processor instead of AutoProcessor.from_pretrained: (path) -> processor. For stock
-    # processors that cannot load here (Qwen-VL's needs torchvision for its video half).
-    processor_hook: Callable | None = None
     # Keyword arguments for every processor call, training and generation alike, as (name, value)
     # pairs: e.g. add_special_tokens=False where the chat template writes BOS itself and the
     # tokenizer would add a second one (Llama-3 based Mllama/Idefics3).
     processor_kwargs: tuple[tuple[str, object], ...] = ()
-    # Builds the prompt text instead of a chat template: (processor, prompt) -> text.
-    prompt_hook: Callable | None = None
-    # Replaces PromptAnswerTokenizer.encode for families whose processor builds labels or sequence-aligned
-    # tensors itself: (encoder, image, prompt, answer) -> example dict (see models/prompting.py).
-    encode_hook: Callable | None = None
+    # Behaviour that is not data (processor class, prompt layout, encoding): see FamilyHooks.
+    hooks: FamilyHooks = field(default=DEFAULT_HOOKS, compare=False)
     # Model inputs aligned with input_ids on dim 1 (token_type_ids, cross-attention masks...):
     # the collator right-pads them with zeros alongside input_ids.
     seq_keys: tuple[str, ...] = ()
@@ -67,7 +100,7 @@ class FamilySpec:
 
     def fallback_template(self, config, tokenizer) -> str | None:
         """The chat template for a checkpoint whose processor ships none."""
-        return self.template_for(config, tokenizer) if self.template_for else self.chat_template
+        return self.hooks.fallback_template(self, config, tokenizer)
 
     def vision_pattern(self) -> str | None:
         if not self.vision_leaves:

@@ -109,10 +109,7 @@ def load_adapted(source: MergeSource, device: torch.device):
     cfg = replace(source.base, name=base_path, dtype=dtype, quantization="none")
     model, processor, spec, _ = load_model(cfg, training=False, device=device)
     if any((source.adapter / name).is_file() for name in PROCESSOR_FILES):  # the processor the run trained with
-        from transformers import AutoProcessor
-
-        hook = spec.processor_hook
-        processor = hook(str(source.adapter)) if hook else AutoProcessor.from_pretrained(source.adapter)
+        processor = spec.hooks.load_processor(str(source.adapter))
     model = PeftModel.from_pretrained(model, str(source.adapter)).eval()
     return model, processor, spec, dtype
 

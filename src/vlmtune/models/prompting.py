@@ -36,15 +36,16 @@ class PromptAnswerTokenizer:
         return self.processor.tokenizer
 
     def prompt_text(self, prompt: str) -> str:
-        if self.spec.prompt_hook is not None:
-            return self.spec.prompt_hook(self.processor, prompt)
+        own = self.spec.hooks.prompt_text(self, prompt)
+        if own is not None:
+            return own
         template = getattr(self.processor, "chat_template", None) or self.spec.chat_template
         if template is None:
             raise VlmtuneError(f"family {self.spec.name}: the processor has no chat template; set one in the registry")
         return self.processor.apply_chat_template(user_turn(prompt), add_generation_prompt=True, tokenize=False, chat_template=template)
 
     def end_of_turn(self) -> str:
-        return self.spec.end_of_turn or self.tokenizer.eos_token
+        return self.spec.hooks.end_of_turn(self.spec, self.tokenizer)
 
     def encode_prompts(self, images: list, prompts: list[str]) -> dict:
         """Left-padded prompt batch for generation (the same prompt ids training used)."""
@@ -67,9 +68,11 @@ class PromptAnswerTokenizer:
         return room
 
     def encode(self, image, prompt: str, answer: str, where: str = "sample") -> dict:
-        """{input_ids, labels, truncated, **image inputs}; families may replace it (encode_hook)."""
-        if self.spec.encode_hook is not None:
-            return self.spec.encode_hook(self, image, prompt, answer, where)
+        """{input_ids, labels, truncated, **image inputs}, as the family's hooks build it."""
+        return self.spec.hooks.encode(self, image, prompt, answer, where)
+
+    def standard_encode(self, image, prompt: str, answer: str, where: str = "sample") -> dict:
+        """Prompt through the processor (image tokens expanded), answer tokenized apart, concatenated."""
         enc = self.processor(images=[image], text=[self.prompt_text(prompt)], return_tensors="pt", **dict(self.spec.processor_kwargs))
         prompt_ids = enc["input_ids"][0].tolist()
         answer_ids = self.answer_ids(answer)

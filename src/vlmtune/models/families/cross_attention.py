@@ -9,18 +9,28 @@ answer would be learnt blind (a zero row switches cross-attention off for that t
 
 from __future__ import annotations
 
-from dataclasses import replace
+import torch
+
+from vlmtune.models.family import FamilyHooks
 
 
-def extend_over_answer(encoder, image, prompt: str, answer: str, where: str = "sample") -> dict:
-    """encode_hook: the default encoding, each ``seq_keys`` mask extended over the answer tokens."""
-    import torch
+def extend_over_answer(example: dict, keys: tuple[str, ...]) -> dict:
+    """``example`` with each mask in ``keys`` extended over the answer by repeating its last prompt row.
 
-    # The plain encoding (same processor call, labels and max_length check), masks left as the processor made them.
-    plain = replace(encoder, spec=replace(encoder.spec, encode_hook=None, seq_keys=()))
-    example = plain.encode(image, prompt, answer, where)
-    for key in encoder.spec.seq_keys:
+    The standard encoding has zero-padded them over the answer (right for token-type ids, wrong here).
+    """
+    example = dict(example)
+    for key in keys:
         mask = example[key]
-        extra = len(example["input_ids"]) - mask.shape[1]
+        prompt_len = int(len(example["input_ids"]) - (torch.tensor(example["labels"]) != -100).sum())
+        mask = mask[:, :prompt_len]
+        extra = len(example["input_ids"]) - prompt_len
         example[key] = torch.cat([mask, mask[:, -1:].expand(-1, extra, *mask.shape[2:])], dim=1)
     return example
+
+
+class CrossAttentionHooks(FamilyHooks):
+    """Answer tokens attend to the picture as the last prompt token does (as at generation)."""
+
+    def encode(self, tok, image, prompt: str, answer: str, where: str) -> dict:
+        return extend_over_answer(tok.standard_encode(image, prompt, answer, where), tok.spec.seq_keys)

@@ -16,10 +16,10 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import cache
 
-from vlmtune.models.families.cross_attention import extend_over_answer
+from vlmtune.models.families.cross_attention import CrossAttentionHooks
 from vlmtune.models.families.processors import OnePicturePerPrompt
 from vlmtune.models.families.qwen import images_only
-from vlmtune.models.family import FamilySpec
+from vlmtune.models.family import FamilyHooks, FamilySpec
 
 EOU = "<end_of_utterance>"
 # CLIP (IDEFICS) and SigLIP (Idefics2/3, SmolVLM) name their projections alike.
@@ -33,15 +33,19 @@ def _turn_end(tokenizer) -> str | None:
     return EOU if token_id is not None and token_id != tokenizer.unk_token_id else None
 
 
-def idefics_prompt(processor, prompt: str) -> str:
-    """IDEFICS has no chat template. Its processor puts "<s><fake><image><fake>" before this text."""
-    return f"User: {prompt}{_turn_end(processor.tokenizer) or ''}\nAssistant:"
+class IdeficsHooks(CrossAttentionHooks):
+    """No chat template; the turn ends with <end_of_utterance> where the tokenizer has it, else EOS."""
 
+    def prompt_text(self, tok, prompt: str) -> str:
+        # The processor puts "<s><fake><image><fake>" before this text.
+        return f"User: {prompt}{_turn_end(tok.tokenizer) or ''}\nAssistant:"
 
-def idefics_encode(encoder, image, prompt: str, answer: str, where: str = "sample") -> dict:
-    if _turn_end(encoder.tokenizer) is None:
-        encoder = replace(encoder, spec=replace(encoder.spec, end_of_turn=None))
-    return extend_over_answer(encoder, image, prompt, answer, where)
+    def end_of_turn(self, spec, tokenizer) -> str:
+        return _turn_end(tokenizer) or tokenizer.eos_token
+
+    @property
+    def multi_turn(self) -> bool:
+        return False
 
 
 IDEFICS = FamilySpec(
@@ -58,8 +62,7 @@ IDEFICS = FamilySpec(
     end_of_turn=EOU,
     # No answer_prefix: SentencePiece (LLaMA, Mistral) starts a text with "▁" itself, so "a" gives
     # the "▁a" that "Assistant: a" holds; " a" could give a stray "▁" first.
-    prompt_hook=idefics_prompt,
-    encode_hook=idefics_encode,
+    hooks=IdeficsHooks(),
     seq_keys=("image_attention_mask",),
     notes="IDEFICS 9B/80B (+instruct): prompts are (image, text) pairs, image_attention_mask extended over the answer",
 )
@@ -124,8 +127,9 @@ def smolvlm_processor_class() -> type:
     return SmolVLMImagesProcessor
 
 
-def smolvlm_processor(path):
-    return smolvlm_processor_class().from_pretrained(path)
+class SmolVLMHooks(FamilyHooks):
+    def load_processor(self, path: str, offline: bool = False):
+        return smolvlm_processor_class().from_pretrained(path, local_files_only=offline)
 
 
 SMOLVLM = replace(
@@ -133,6 +137,6 @@ SMOLVLM = replace(
     name="smolvlm",
     model_types=("smolvlm",),
     model_class="SmolVLMForConditionalGeneration",
-    processor_hook=smolvlm_processor,
+    hooks=SmolVLMHooks(),
     notes="SmolVLM2 (model_type smolvlm; the first SmolVLMs are idefics3): pictures only, no video",
 )

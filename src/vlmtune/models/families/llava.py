@@ -2,7 +2,7 @@
 
 from dataclasses import replace
 
-from vlmtune.models.family import FamilySpec
+from vlmtune.models.family import FamilyHooks, FamilySpec
 
 # CLIP (llava-1.5) names its projections q/k/v/out_proj + fc1/fc2; DINOv2 (the embedded default)
 # uses q/k/v/o_proj + fc1/fc2. Scoped to the vision tower by prefix, so no LM module can match.
@@ -48,6 +48,13 @@ def llava_template(config, tokenizer) -> str:
     return VICUNA
 
 
+class LlavaHooks(FamilyHooks):
+    """One row serves checkpoints with different LMs (Mistral [INST], Vicuna, Yi ChatML): pick from data."""
+
+    def fallback_template(self, spec, config, tokenizer) -> str:
+        return llava_template(config, tokenizer)
+
+
 LLAVA = FamilySpec(
     name="llava",
     model_types=("llava",),
@@ -56,7 +63,7 @@ LLAVA = FamilySpec(
     vision_prefix=r"model\.vision_tower",
     projector_modules=("model.multi_modal_projector",),
     vision_leaves=CLIP_LIKE_VISION,
-    template_for=llava_template,
+    hooks=LlavaHooks(),
     feature_cache=True,
     notes="LLaVA-1.5 and the embedded default (DINOv2 + SmolLM2)",
 )

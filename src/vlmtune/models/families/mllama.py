@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from vlmtune.models.families.cross_attention import extend_over_answer
+from vlmtune.models.families.cross_attention import CrossAttentionHooks
 from vlmtune.models.families.processors import OnePicturePerPrompt
 from vlmtune.models.family import FamilySpec
 
@@ -45,8 +45,10 @@ def mllama_processor_class() -> type:
     return MllamaPicturePerPrompt
 
 
-def mllama_processor(path):
-    return mllama_processor_class().from_pretrained(path)
+class MllamaHooks(CrossAttentionHooks):
+    def load_processor(self, path: str, offline: bool = False):
+        # The stock class, one picture per prompt (families/processors.py).
+        return mllama_processor_class().from_pretrained(path, local_files_only=offline)
 
 
 MLLAMA = FamilySpec(
@@ -60,8 +62,7 @@ MLLAMA = FamilySpec(
     end_of_turn="<|eot_id|>",
     stop_tokens=("<|end_of_text|>",),  # the base model's EOS; the instruct tokenizer's EOS is <|eot_id|>
     chat_template=LLAMA3_VISION_TEMPLATE,
-    processor_hook=mllama_processor,  # the stock class, one picture per prompt (families/processors.py)
-    encode_hook=extend_over_answer,
+    hooks=MllamaHooks(),
     seq_keys=("cross_attention_mask",),
     # The template writes <|begin_of_text|> and the Llama-3 tokenizer would add another (the model
     # card calls the processor with add_special_tokens=False too).

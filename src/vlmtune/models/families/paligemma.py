@@ -9,27 +9,31 @@ vlmtune's max_length rule; token_type_ids travel as a sequence key.
 from __future__ import annotations
 
 from vlmtune.models.families.llava import CLIP_LIKE_VISION
-from vlmtune.models.family import FamilySpec
+from vlmtune.models.family import FamilyHooks, FamilySpec
 
 
-def paligemma_prompt(processor, prompt: str) -> str:
-    """One image placeholder before the prompt: the processor expands it and adds bos and "\\n"."""
-    return processor.image_token + prompt
+class PaliGemmaHooks(FamilyHooks):
+    def prompt_text(self, tok, prompt: str) -> str:
+        """One image placeholder before the prompt: the processor expands it and adds bos and "\\n"."""
+        return tok.processor.image_token + prompt
 
+    def encode(self, tok, image, prompt: str, answer: str, where: str) -> dict:
+        enc = tok.processor(images=[image], text=[tok.prompt_text(prompt)], suffix=[answer], return_tensors="pt")
+        ids, types = enc["input_ids"][0].tolist(), enc["token_type_ids"]
+        prompt_len = int((types[0] == 0).sum())
+        answer_len = len(ids) - prompt_len
+        keep = prompt_len + min(answer_len, tok.room_for_answer(prompt_len, answer_len, where))
+        return {
+            "input_ids": ids[:keep],
+            "labels": enc["labels"][0, :keep].tolist(),
+            "truncated": keep < len(ids),
+            "token_type_ids": types[:, :keep],
+            "pixel_values": enc["pixel_values"],
+        }
 
-def paligemma_encode(encoder, image, prompt: str, answer: str, where: str) -> dict:
-    enc = encoder.processor(images=[image], text=[encoder.prompt_text(prompt)], suffix=[answer], return_tensors="pt")
-    ids, types = enc["input_ids"][0].tolist(), enc["token_type_ids"]
-    prompt_len = int((types[0] == 0).sum())
-    answer_len = len(ids) - prompt_len
-    keep = prompt_len + min(answer_len, encoder.room_for_answer(prompt_len, answer_len, where))
-    return {
-        "input_ids": ids[:keep],
-        "labels": enc["labels"][0, :keep].tolist(),
-        "truncated": keep < len(ids),
-        "token_type_ids": types[:, :keep],
-        "pixel_values": enc["pixel_values"],
-    }
+    @property
+    def multi_turn(self) -> bool:
+        return False
 
 
 PALIGEMMA = FamilySpec(
@@ -40,8 +44,7 @@ PALIGEMMA = FamilySpec(
     vision_prefix=r"model\.vision_tower",  # SigLIP: q/k/v/out_proj + fc1/fc2, like CLIP
     projector_modules=("model.multi_modal_projector",),
     vision_leaves=CLIP_LIKE_VISION,
-    prompt_hook=paligemma_prompt,
-    encode_hook=paligemma_encode,
+    hooks=PaliGemmaHooks(),
     seq_keys=("token_type_ids",),
     notes="PaliGemma / PaliGemma 2 (prefix-LM, task prompts such as 'caption en')",
 )

@@ -1,4 +1,4 @@
-"""Adjustments to stock processor classes that rows load through ``processor_hook``."""
+"""Adjustments to stock processor classes that rows load through ``FamilyHooks.load_processor``."""
 
 from __future__ import annotations
 

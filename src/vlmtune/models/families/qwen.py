@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import cache
 
-from vlmtune.models.family import LLAMA_LEAVES, FamilySpec
+from vlmtune.models.family import LLAMA_LEAVES, FamilyHooks, FamilySpec
 
 # Stock Qwen-VL template for one user turn (default system turn, vision placeholders, ChatML).
 QWEN_CHATML = (
@@ -50,13 +50,14 @@ def images_only(base: type) -> type:
     return ImagesOnly
 
 
-def _loader(class_name: str):
-    def load(path: str):
+class QwenHooks(FamilyHooks):
+    def __init__(self, processor_class: str):
+        self.processor_class = processor_class
+
+    def load_processor(self, path: str, offline: bool = False):
         import transformers
 
-        return images_only(getattr(transformers, class_name)).from_pretrained(path)
-
-    return load
+        return images_only(getattr(transformers, self.processor_class)).from_pretrained(path, local_files_only=offline)
 
 
 def _row(name: str, model_class: str, processor_class: str, vision_leaves: tuple[str, ...]) -> FamilySpec:
@@ -74,7 +75,7 @@ def _row(name: str, model_class: str, processor_class: str, vision_leaves: tuple
         end_of_turn="<|im_end|>",
         stop_tokens=("<|endoftext|>",),  # EOS of the base (non-instruct) checkpoints
         chat_template=QWEN_CHATML,
-        processor_hook=_loader(processor_class),
+        hooks=QwenHooks(processor_class),
         seq_keys=("mm_token_type_ids",),
         notes="dynamic resolution; M-RoPE positions from mm_token_type_ids + image_grid_thw",
     )
