@@ -49,7 +49,6 @@ def auto_config(path: str, offline: bool = False):
 def load_model(cfg: ModelConfig, training: bool, device: torch.device | None = None):
     """(model, processor, FamilySpec, dtype) for a base checkpoint."""
     import transformers
-    from transformers import AutoProcessor
 
     device = device or pick_device()
     path = resolve_model_path(cfg.name)
@@ -74,7 +73,7 @@ def load_model(cfg: ModelConfig, training: bool, device: torch.device | None = N
         odd = dtype_audit(model, dtype)
         if odd:
             print(f"note: parameters not in {str(dtype).removeprefix('torch.')}: {'; '.join(odd[:6])}")
-    processor = spec.processor_hook(path) if spec.processor_hook else AutoProcessor.from_pretrained(path, local_files_only=offline)
+    processor = spec.hooks.load_processor(path, offline)
     if getattr(processor, "chat_template", None) is None:  # the row's fallback, picked from config data
         processor.chat_template = spec.fallback_template(config, processor.tokenizer)
     return model, processor, spec, dtype
