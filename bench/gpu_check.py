@@ -25,7 +25,8 @@ from PIL import Image  # noqa: E402
 
 import tiny  # noqa: E402
 from vlmtune.config import EvalConfig, load_config  # noqa: E402
-from vlmtune.training.collate import Collator
+from vlmtune.models.prompting import PromptAnswerTokenizer  # noqa: E402
+from vlmtune.training.collate import Collator  # noqa: E402
 from vlmtune.evaluation.generate import generate_answers  # noqa: E402
 from vlmtune.models.default import CHAT_TEMPLATE  # noqa: E402
 from vlmtune.models.dtype import attention_kernel, autocast_bf16, dtype_audit, weights_dtype  # noqa: E402

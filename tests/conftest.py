@@ -21,3 +21,11 @@ def tiny_model_dir(tmp_path_factory):
     import tiny
 
     return tiny.save_llava(tmp_path_factory.mktemp("tiny-llava"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run_dir(tmp_path_factory, tiny_model_dir):
+    """A finished `vlmtune train` run on the tiny LLaVA (adapter, predictions, report, 3 test pictures)."""
+    import tiny
+
+    return tiny.trained_run(tmp_path_factory.mktemp("tiny-run") / "run", tiny_model_dir)

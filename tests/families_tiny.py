@@ -2,7 +2,7 @@
 
 Each builder returns (model, processor): configs two layers deep (hidden 32) and a hand-made
 word-level tokenizer whose vocabulary is ``[UNK]`` + the family's special tokens + ``WORDS`` +
-"\\n", so tests can spell expected token ids out by hand (``ids(processor, "a white rook")``).
+"\\n", so tests can spell expected token ids out by hand.
 Nothing is downloaded. Images are 28 px tiles of 14 px patches: 2x2 patches per tile.
 """
 
@@ -22,12 +22,17 @@ TILE = 28
 PINPOINTS = [[TILE, 2 * TILE], [2 * TILE, TILE], [2 * TILE, 2 * TILE]]  # LLaVA-NeXT tile grids: 1x2, 2x1, 2x2
 
 
-def word_tokenizer(specials: list[str], bos: str, eos: str, pad: str, bos_first: bool = False):
-    """Lower-cased, whitespace-split; "\\n" is a token. ``bos_first`` prepends bos like Llama's tokenizer."""
+def word_tokenizer(specials: list[str], bos: str, eos: str, pad: str, bos_first: bool = False, tail: list[str] = (),
+                   words: list[str] = WORDS, newline: bool = True):
+    """Lower-cased, whitespace-split: [UNK], ``specials``, ``words``, ``tail`` (ids at the end), then "\\n".
+
+    ``bos_first`` prepends bos like the Llama/Mistral/Llama-3 tokenizers (unless add_special_tokens=False).
+    ``newline``: "\\n" is a token; without it the whitespace split drops it.
+    """
     from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {w: i for i, w in enumerate(["[UNK]", *specials, *WORDS, "\n"])}
+    vocab = {w: i for i, w in enumerate(["[UNK]", *specials, *words, *tail, *(["\n"] if newline else [])])}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -35,13 +40,10 @@ def word_tokenizer(specials: list[str], bos: str, eos: str, pad: str, bos_first:
         tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B:1",
                                                            special_tokens=[(bos, vocab[bos])])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token=pad, bos_token=bos, eos_token=eos)
-    fast.add_special_tokens({"additional_special_tokens": [t for t in specials if t not in (bos, eos, pad)]})
-    fast.add_tokens([AddedToken("\n", normalized=False, special=False)])
+    fast.add_special_tokens({"additional_special_tokens": [t for t in [*specials, *tail] if t not in (bos, eos, pad)]})
+    if newline:
+        fast.add_tokens([AddedToken("\n", normalized=False, special=False)])
     return fast
-
-
-def ids(processor, text: str) -> list[int]:
-    return processor.tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 def _text(tok, model_type: str, **kw) -> dict:
@@ -179,7 +181,7 @@ def save(model, processor, path: Path) -> Path:
     return path
 
 
-# ---------------------------------------------------------------- checks every family's tests run
+# ---------------------------------------------------------------- the data every family's checks use (tests/family_cases.py)
 ANSWERS = ["a white rook", "a black knight", "a white queen and a black pawn", "a red circle"]
 SIZES = [(56, 56), (40, 30), (30, 60), (60, 40)]  # mixed aspect ratios: different tile / patch counts
 
@@ -203,74 +205,3 @@ def run_config(tmp_path, *extra):
     return load_config(overrides=[f"output_dir={tmp_path}", "train.max_steps=2", "train.lr=1e-2", "train.batch_size=4",
                                   "train.logging_steps=1", "train.save_steps=-1", "train.eval_each_epoch=false",
                                   "train.bf16=false", "train.warmup_ratio=0", "train.scheduler=constant", *extra])
-
-
-def original_name(peft_name: str) -> str:
-    """Parameter name in the unwrapped model."""
-    name = peft_name.removeprefix("base_model.model.")
-    for wrapper in (".base_layer", ".modules_to_save.default", ".original_module"):
-        name = name.replace(wrapper, "")
-    return name
-
-
-def two_lora_steps(build, spec, root: Path, targets: str = "lm+vision+projector", checkpointing: bool = True):
-    """Save a tiny base under ``root``, load it back (so the adapter names its base) and run two
-    optimizer steps of ``fit`` on it: {base_dir, processor, before, after (by PEFT name), model}."""
-    import transformers
-
-    from vlmtune.training.fit import fit
-
-    base_dir = save(*build(), root / "base")
-    model = getattr(transformers, spec.model_class).from_pretrained(base_dir)
-    processor = build()[1]
-    cfg = run_config(root / "fit", f"train.lora.targets={targets}", f"train.gradient_checkpointing={str(checkpointing).lower()}")
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    result = fit(model, spec, torch.float32, examples(processor, spec), None, cfg, str(root / "fit"), processor.tokenizer.pad_token_id)
-    after = {n: p.detach() for n, p in result.model.named_parameters()}
-    return dict(base_dir=base_dir, processor=processor, before=before, after=after, model=result.model.eval())
-
-
-def moved(before: dict, after: dict) -> set[str]:
-    """PEFT names of parameters that left their starting value (LoRA A starts random: not counted)."""
-    out = set()
-    for name, value in after.items():
-        if "lora_B" in name:  # starts at zero
-            changed = bool(value.abs().sum() > 0)
-        else:
-            changed = "lora_A" not in name and not torch.equal(value, before[original_name(name)])
-        if changed:
-            out.add(name)
-    return out
-
-
-def padded_equals_single(model, processor, spec) -> tuple[list[str], list[str]]:
-    """Greedy answers for two pictures as one left-padded batch, and one at a time."""
-    from vlmtune.config import EvalConfig
-    from vlmtune.evaluation.generate import generate_answers
-
-    from vlmtune.models.prompting import PromptAnswerTokenizer
-
-    imgs, prompts = pictures(2)[::-1], ["Describe this picture.", "What?"]
-    assert (PromptAnswerTokenizer(processor, spec).encode_prompts(imgs, prompts)["attention_mask"][:, 0] == 0).any()  # left-padded
-    batch = generate_answers(model, processor, spec, imgs, prompts, EvalConfig(max_new_tokens=4, batch_size=2), desc="gen")
-    single = [generate_answers(model, processor, spec, [i], [p], EvalConfig(max_new_tokens=4, batch_size=1), desc="gen")[0]
-              for i, p in zip(imgs, prompts)]
-    return batch, single
-
-
-def adapter_round_trip(fitted: dict, spec, out: Path):
-    """(logits of the trained adapter in memory, after save + load_for_inference, of the base)."""
-    import transformers
-
-    from vlmtune.training.collate import Collator
-    from vlmtune.models.loading import load_for_inference
-
-    fitted["model"].save_pretrained(out)
-    processor = fitted["processor"]
-    batch = Collator(processor.tokenizer.pad_token_id, spec.seq_keys)(examples(processor, spec)[:2])
-    batch.pop("labels")
-    reloaded, _, reloaded_spec = load_for_inference(out, dtype="fp32", device=torch.device("cpu"))
-    assert reloaded_spec is spec
-    base = getattr(transformers, spec.model_class).from_pretrained(fitted["base_dir"]).eval()
-    with torch.no_grad():
-        return fitted["model"](**batch).logits, reloaded(**batch).logits, base(**batch).logits

@@ -7,9 +7,9 @@ test can spell the expected token ids out by hand. Nothing is downloaded.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
+
+import families_tiny as ft
 
 WORDS = ["a", "an", "and", "white", "black", "rook", "knight", "bishop", "queen", "king", "pawn", "describe",
          "what", "is", "this", "picture", "in", "few", "words", "user", "assistant", ".", ",", "?", ":"]
@@ -18,24 +18,10 @@ GRID_TOKENS = [f"<row_{r}_col_{c}>" for r in range(1, 7) for c in range(1, 7)]  
 
 
 def word_tokenizer(specials: list[str], bos: str, eos: str, pad: str, tail: list[str] = (), adds_bos: bool = True):
-    """Lower-cased, whitespace-split tokenizer: [UNK], specials, WORDS, then ``tail`` (ids at the end).
-
-    ``adds_bos``: like the real Llama/Mistral/Llama-3 tokenizers, tokenizing puts BOS first (unless
-    add_special_tokens=False), so a test sees a doubled BOS where a row would produce one.
-    """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {w: i for i, w in enumerate(["[UNK]", *specials, *WORDS, *tail])}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    if adds_bos:
-        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, vocab[bos])])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token=pad, bos_token=bos, eos_token=eos)
-    extra = [t for t in [*specials, *tail] if t not in (bos, eos, pad)]
-    fast.add_special_tokens({"additional_special_tokens": extra})
-    return fast
+    """families_tiny's tokenizer over this file's ``WORDS``, without a "\\n" token (these templates' newlines
+    fall away in the whitespace split). ``adds_bos``: like the real Llama/Mistral/Llama-3 tokenizers, tokenizing
+    puts BOS first (unless add_special_tokens=False), so a test sees a doubled BOS where a row would produce one."""
+    return ft.word_tokenizer(specials, bos, eos, pad, bos_first=adds_bos, tail=tail, words=WORDS, newline=False)
 
 
 def _text(vocab_size: int, **kw) -> dict:
@@ -172,139 +158,3 @@ def mllama(seed: int = 0):
 
 # registry row -> builder: (seed) -> (model, processor)
 FAMILIES = {"idefics": idefics, "idefics2": idefics2, "idefics3": idefics3, "smolvlm": smolvlm, "mllama": mllama}
-
-
-def save(name: str, path: Path, seed: int = 0) -> Path:
-    model, processor = FAMILIES[name](seed)
-    model.save_pretrained(path)
-    processor.save_pretrained(path)
-    return path
-
-
-# ---------------------------------------------------------------- checks shared by the family test files
-PROMPT = "Describe this picture."
-
-
-def picture(size=(40, 30), colour=(200, 30, 30)):
-    from PIL import Image
-
-    return Image.new("RGB", size, colour)
-
-
-def ids(processor, tokens: list[str]) -> list[int]:
-    return processor.tokenizer.convert_tokens_to_ids(tokens)
-
-
-def train_config(tmp_path, *extra):
-    from vlmtune.config import load_config
-
-    return load_config(overrides=[f"output_dir={tmp_path}", "train.max_steps=2", "train.lr=1e-2", "train.batch_size=2",
-                                  "train.logging_steps=1", "train.save_steps=-1", "train.eval_each_epoch=false",
-                                  "train.bf16=false", "train.warmup_ratio=0", "train.scheduler=constant", *extra])
-
-
-def training_examples(encoder) -> list[dict]:
-    """Two pictures of different aspect ratios (different sub-image counts / sizes) and answer lengths."""
-    return [encoder.encode(picture((40, 30), (250, 250, 250)), PROMPT, "a white rook"),
-            encoder.encode(picture((30, 60), (10, 10, 10)), "What is this?", "a black knight and a white pawn")]
-
-
-def original_name(peft_name: str) -> str:
-    name = peft_name.removeprefix("base_model.model.")
-    for wrapper in (".base_layer", ".modules_to_save.default", ".original_module"):
-        name = name.replace(wrapper, "")
-    return name
-
-
-def moved_parameters(spec, model, processor, tmp_path, targets: str) -> dict[str, list[str]]:
-    """Two LoRA steps with gradient checkpointing; parameter names grouped by what happened to them.
-
-    "frozen_moved": frozen weights that changed (must be none); "lora_b_zero": LoRA B matrices still
-    all zero, i.e. that never got a gradient (B starts at zero); "whole_still": whole-trained
-    (projector) weights that did not change; "lora_b": every LoRA B matrix.
-    """
-    from vlmtune.models.prompting import PromptAnswerTokenizer
-    from vlmtune.training.fit import fit
-
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    cfg = train_config(tmp_path, f"train.lora.targets={targets}", "train.gradient_checkpointing=true")
-    result = fit(model, spec, torch.float32, training_examples(PromptAnswerTokenizer(processor, spec, 256)), None, cfg, str(tmp_path),
-                 processor.tokenizer.pad_token_id)
-    after = {n: p.detach() for n, p in result.model.named_parameters()}
-    plain = [n for n in after if "lora_" not in n and "modules_to_save" not in n]
-    assert result.model.get_base_model().is_gradient_checkpointing
-    return {
-        "frozen_moved": [n for n in plain if not torch.equal(after[n], before[original_name(n)])],
-        "lora_b": [n for n in after if "lora_B" in n],
-        "lora_b_zero": [n for n in after if "lora_B" in n and after[n].abs().sum() == 0],
-        "whole_still": [n for n in after if "modules_to_save" in n and torch.equal(after[n], before[original_name(n)])],
-        "whole": [n for n in after if "modules_to_save" in n],
-    }
-
-
-def answer_logits(model, batch: dict) -> list[torch.Tensor]:
-    """Logits at each sample's supervised positions (what the loss sees)."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    with torch.no_grad():
-        logits = model(**inputs).logits
-    keep = torch.nn.functional.pad(batch["labels"][:, 1:] != -100, (0, 1), value=False)
-    return [logits[i][keep[i]] for i in range(len(logits))]
-
-
-def next_token_logits(model, inputs: dict) -> torch.Tensor:
-    with torch.no_grad():
-        return model(**inputs).logits[:, -1]
-
-
-def perturb_trainable(model, seed: int = 1) -> None:
-    """Make an adapter non-trivial (LoRA B starts at zero)."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn_like(p) * 0.05)
-
-
-def training_view_of_generation(model, processor, spec, bad_tokens: list[str], steps: int = 4):
-    """(logits greedy generation saw, logits of the training forward over prompt + generated answer).
-
-    The training encoding of an answer must show the model what generation showed it: the same
-    prompt ids and, for cross-attention families, the same picture mask over the answer.
-    ``bad_tokens`` are kept out of the answer (image tokens would need pictures of their own).
-    """
-    from vlmtune.training.collate import Collator
-    from vlmtune.models.prompting import PromptAnswerTokenizer
-
-    encoder, tok = PromptAnswerTokenizer(processor, spec, 512), processor.tokenizer
-    inputs = encoder.encode_prompts([picture()], [PROMPT])
-    # EOS is suppressed too, so that the answer has all its steps.
-    bad = ids(processor, [tok.unk_token, tok.eos_token, *bad_tokens])
-    with torch.no_grad():
-        out = model.generate(**inputs, max_new_tokens=steps, do_sample=False, suppress_tokens=bad,
-                             output_logits=True, return_dict_in_generate=True)
-    generated = out.sequences[0, inputs["input_ids"].shape[1]:].tolist()
-    answer = tok.decode(generated).strip()
-    example = encoder.encode(picture(), PROMPT, answer)
-    start = len(example["input_ids"]) - len(encoder.answer_ids(answer))
-    assert example["input_ids"][start:start + steps] == generated  # the answer re-tokenizes to the same ids
-    batch = Collator(tok.pad_token_id, spec.seq_keys)([example])
-    batch.pop("labels")
-    with torch.no_grad():
-        trained = model(**batch).logits[0, start - 1:start - 1 + steps]
-    return torch.cat(out.logits), trained
-
-
-def train_run_on(name: str, tmp_path: Path) -> Path:
-    """``vlmtune train model.name=<tiny checkpoint> data.path=<caption folder>``, in process; returns the run dir."""
-    import tiny as llava_tiny  # tests/tiny.py: the caption folder
-    from vlmtune.config import load_config
-    from vlmtune.stages.train import train_run
-
-    model_dir = save(name, tmp_path / "model")
-    data = llava_tiny.caption_folder(tmp_path / "data", n=4)  # 3 train rows, 1 test row
-    run = tmp_path / "run"
-    train_run(load_config(overrides=[f"model.name={model_dir}", f"data.path={data}", f"output_dir={run}",
-                                     "train.max_steps=1", "train.batch_size=2", "train.bf16=false",
-                                     "train.save_steps=-1", "train.eval_each_epoch=false", "eval.before=false",
-                                     "eval.max_new_tokens=2"]))
-    return run

@@ -83,3 +83,17 @@ def caption_folder(path: Path, n: int = 8, test_every: int = 4) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+def trained_run(path: Path, model_dir: Path, *extra: str, steps: int = 40) -> Path:
+    """A real ``vlmtune train`` run dir on the tiny LLaVA: adapter, predictions, report, test split."""
+    from vlmtune.config import load_config
+    from vlmtune.stages.train import train_run
+
+    data = caption_folder(path.parent / f"{path.name}-data", n=12)
+    cfg = load_config(overrides=[
+        f"output_dir={path}", f"model.name={model_dir}", f"data.path={data}", "data.prompt=describe this picture",
+        f"train.max_steps={steps}", "train.batch_size=4", "train.lr=1e-2", "train.bf16=false",
+        "train.eval_each_epoch=false", "train.save_steps=-1", "eval.max_new_tokens=6", *extra])
+    train_run(cfg)
+    return path

@@ -59,11 +59,38 @@ def train(
     config: Path = CONFIG,
     resume: bool = typer.Option(False, "--resume", help="Continue from the newest complete checkpoint in the run dir."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a different run in the output dir."),
+    launch: str = typer.Option(None, "--launch", help="'accelerate': run this same command under accelerate launch "
+                                                      "(several GPUs; see README 'Several GPUs')."),
+    launch_config: Path = typer.Option(None, "--launch-config", help="With --launch: the accelerate config file, e.g. "
+                                                                     "configs/accelerate/fsdp.yaml."),
 ) -> None:
     """Fine-tune with LoRA (answer-only loss), evaluating before and after."""
+    if launch:
+        from vlmtune.stages.launch import relaunch
+
+        relaunch(launch, sys.argv[1:], launch_config)
+        return
     from vlmtune.stages.train import run_train
 
     run_train(config_file=config, overrides=overrides or [], resume=resume, overwrite=overwrite)
+
+
+@app.command()
+def plan(
+    target: list[str] = typer.Argument(None, help="A run directory, and/or config overrides as dotted key=value "
+                                                  "(model.name=llava-1.5-7b train.batch_size=4 ...)."),
+    config: Path = CONFIG,
+    gpus: int = typer.Option(None, "--gpus", help="GPUs available (default: those visible, else 1)."),
+    gpu_mem: str = typer.Option(None, "--gpu-mem", help="Memory of one GPU, e.g. 80GB (default: this GPU's, else 80GB)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+    seq_len: int = typer.Option(None, "--seq-len", help="Tokens per sample (default: image tokens + --text-tokens)."),
+    text_tokens: int = typer.Option(64, "--text-tokens", help="Prompt + answer tokens per sample beside the image."),
+) -> None:
+    """GPU memory a training run needs (by part, per option), the GPUs it takes and the largest batch; no weights loaded."""
+    from vlmtune.stages.plan import run_plan
+
+    run_plan(target or [], config_file=config, gpus=gpus, gpu_mem=gpu_mem, as_json=as_json, seq_len=seq_len,
+             text_tokens=text_tokens)
 
 
 @app.command()
@@ -134,6 +161,33 @@ def chat(
     from vlmtune.stages.predict import option_overrides
 
     run_chat(model, image, overrides=option_overrides(max_new_tokens, temperature=temperature, dtype=dtype))
+
+
+@app.command()
+def serve(
+    model: Path = typer.Argument(..., help="A run directory (its base comes along), or a merged or any model directory."),
+    overrides: list[str] = OVERRIDES,
+    base: str = typer.Option(None, "--base", help="Base model for the 'base' column (default: the run's; none for "
+                                                  "a model directory)."),
+    port: int = typer.Option(7860, "--port", help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; anything but loopback is warned about."),
+    concurrency: int = typer.Option(2, "--concurrency", min=1, help="Requests answered at once; the rest queue."),
+    max_upload_mb: float = typer.Option(25, "--max-upload-mb", min=0.1, help="Largest picture file accepted."),
+    max_pixels: int = typer.Option(64_000_000, "--max-pixels", min=1, help="Decompression-bomb guard for uploads."),
+) -> None:
+    """Open a web page: drop a photo, see the base and fine-tuned answers side by side (needs the web extra)."""
+    from vlmtune.stages.serve import run_serve
+
+    run_serve(model, base=base, host=host, port=port, concurrency=concurrency, max_upload_mb=max_upload_mb,
+              max_pixels=max_pixels, overrides=overrides or [])
+
+
+@app.command()
+def families() -> None:
+    """List every model family row: model types, what it supports, presets, checkpoints it was verified on."""
+    from vlmtune.stages.families import run_families
+
+    run_families()
 
 
 @app.command("config")

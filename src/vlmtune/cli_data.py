@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from vlmtune.data.check import DEFAULT_MIN_SIDE
 from vlmtune.data.schema import DEFAULT_PROMPT
 
 data_app = typer.Typer(help="Prepare data: synthesise, convert photos, write caption templates, build datasets.", no_args_is_help=True)
@@ -61,6 +62,7 @@ def convert(
     max_pixels: int = MAX_PIXELS,
     on_conflict: str = typer.Option("refuse", help="DST already holds a different file of that name: refuse | suffix."),
     keep_gps: bool = typer.Option(False, "--keep-gps", help="Keep GPS position in the EXIF (dropped by default)."),
+    min_side: int = typer.Option(DEFAULT_MIN_SIDE, min=1, help="Warn about pictures whose shorter side is below this."),
     workers: int = WORKERS,
     strict: bool = typer.Option(False, "--strict", help="Exit with status 1 if any file failed."),
     progress: bool = typer.Option(True, help="Show a progress bar."),
@@ -71,13 +73,15 @@ def convert(
     if on_conflict not in ("refuse", "suffix"):
         raise typer.BadParameter("must be refuse or suffix", param_hint="--on-conflict")
     limit = {"max_pixels": max_pixels} if max_pixels else {}
-    options = ConvertOptions(prefix, quality, max_side, keep_gps=keep_gps, on_conflict=on_conflict, **limit)
+    options = ConvertOptions(prefix, quality, max_side, keep_gps=keep_gps, on_conflict=on_conflict, min_side=min_side, **limit)
     summary = convert_folder(src, dst, options, workers=workers, progress=progress)
     for o in summary.outcomes:
         if o.status in (FAILED, NOT_IMAGE):
             typer.echo(f"{'failed ' if o.status == FAILED else 'skipped'} {o.source}: {o.reason}")
         for note in o.notes:
             typer.echo(f"note    {o.source}: {note}")
+        for warning in o.warnings:
+            typer.echo(f"warning {o.source}: {warning}")
     typer.echo(f"{summary.line()} -> {dst}")
     if summary.usable == 0:
         typer.echo("error: nothing converted", err=True)
@@ -95,9 +99,9 @@ def template(
     batch_size: int = typer.Option(8, min=1, help="Pictures per batch for --prefill."),
 ) -> None:
     """Write captions.csv (file_name,caption,split) to fill in; re-running adds new photos, keeps your captions."""
-    from vlmtune.data.template import write_template
+    from vlmtune.stages.template import run_template
 
-    r = write_template(folder, test_ratio=test_ratio, prefill=prefill, prompt=prompt, batch_size=batch_size)
+    r = run_template(folder, test_ratio=test_ratio, prefill=prefill, prompt=prompt, batch_size=batch_size)
     typer.echo(
         f"{r.path}: added {r.added} row(s) (train {r.splits['train']}, test {r.splits['test']}), "
         f"kept {r.kept}; {r.captioned} of {r.added + r.kept} captioned"
@@ -114,7 +118,8 @@ def check(
     caption_column: str = CAPTION_COLUMN,
     prompt_column: str = PROMPT_COLUMN,
     label_column: str = LABEL_COLUMN,
-    min_side: int = typer.Option(112, min=1, help="Warn about pictures whose shorter side is below this."),
+    min_side: int = typer.Option(DEFAULT_MIN_SIDE, min=1, help="Warn about pictures whose shorter side is below this "
+                                 "(default: the embedded model's input side)."),
     max_distance: int = typer.Option(6, min=0, max=64, help="Perceptual-hash bits within which pictures are near-duplicates."),
     max_pixels: int = MAX_PIXELS,
     test_ratio: float = TEST_RATIO,

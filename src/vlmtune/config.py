@@ -6,15 +6,29 @@ module adds the value checks and turns every failure into a ``VlmtuneError`` nam
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
-from vlmtune.data.schema import DEFAULT_PROMPT
 from vlmtune.errors import VlmtuneError
 
+# The question asked of every picture when the data brings none (data.prompt).
+DEFAULT_PROMPT = "Describe this picture in a few words."
 LORA_TARGETS = ("lm", "lm+vision", "lm+vision+projector", "lm+projector", "projector", "full")
 DTYPES = ("auto", "bf16", "fp32", "fp16")
+# train.report_to value -> (module the Trainer's callback imports, vlmtune extra that installs it).
+TRACKERS = {"trackio": ("trackio", "trackio"), "tensorboard": ("tensorboard", "tensorboard"),
+            "wandb": ("wandb", "wandb"), "mlflow": ("mlflow", "mlflow")}
+# transformers' OptimizerNames values (5.24): the config layer imports no transformers (a test keeps them in step).
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_torch_xla", "adamw_torch_npu_fused", "adafactor",
+              "adamw_anyprecision", "adamw_torch_4bit", "adamw_torch_8bit", "ademamix", "sgd", "adagrad",
+              "adamw_bnb_8bit", "adamw_8bit", "ademamix_8bit", "lion_8bit", "lion_32bit", "paged_adamw_32bit",
+              "paged_adamw_8bit", "paged_ademamix_32bit", "paged_ademamix_8bit", "paged_lion_32bit", "paged_lion_8bit",
+              "rmsprop", "rmsprop_bnb", "rmsprop_bnb_8bit", "rmsprop_bnb_32bit", "galore_adamw", "galore_adamw_8bit",
+              "galore_adafactor", "galore_adamw_layerwise", "galore_adamw_8bit_layerwise", "galore_adafactor_layerwise",
+              "lomo", "adalomo", "grokadamw", "schedule_free_radam", "schedule_free_adamw", "schedule_free_sgd",
+              "apollo_adamw", "apollo_adamw_layerwise", "stable_adamw")
 
 
 def doc(text: str, default: Any = None, factory: Any = None):
@@ -27,11 +41,22 @@ def doc(text: str, default: Any = None, factory: Any = None):
 @dataclass
 class ModelConfig:
     name: str = doc("Model directory or hub id; 'default' = the embedded DINOv2 + SmolLM2 model.", "default")
-    family: str | None = doc("Registry family; normally read from config.model_type.", None)
+    family: str | None = doc("Registry family; normally read from config.model_type ('vlmtune families' lists them). "
+                             "'generic' reads the module tree off the model itself (what a model_type without a "
+                             "row gets).", None)
     dtype: str = doc("Weights dtype: auto (bf16 on a bf16 GPU, fp32 on CPU), bf16, fp32; fp16 only for inference.", "auto")
     attn_implementation: str = doc("Attention kernel: auto (flash_attention_2 on CUDA when installed, else sdpa), "
                                    "sdpa, eager or flash_attention_2.", "auto")
     quantization: str = doc("QLoRA base weights: none, 4bit (NF4) or 8bit; needs CUDA and bitsandbytes.", "none")
+    max_image_tokens: int | None = doc(
+        "Most image tokens one picture may get (a 12 MP photo at Qwen2-VL's own settings gets 15,552), mapped onto "
+        "the family's processor: Qwen max_pixels, LLaVA-NeXT grid pinpoints, Idefics2 image splitting, "
+        "Idefics3/SmolVLM longest_edge; families with a fixed count (LLaVA-1.5, PaliGemma, Gemma 3, Mllama, IDEFICS) are "
+        "only checked. Kept with the run for evaluation, chat and merge. None: the checkpoint's own settings.", None)
+    device_map: str | None = doc(
+        "None: the whole model on this process's device. auto: one process spreads the layers over every visible GPU "
+        "(accelerate's device_map='auto'), for a model no single GPU holds; only one GPU computes at a time, so it is "
+        "slower than FSDP/DeepSpeed (README 'Several GPUs'). Not with several processes.", None)
 
 
 @dataclass
@@ -43,8 +68,12 @@ class DataConfig:
     prompt_column: str | None = doc("Optional per-row question column (VQA-style data).", None)
     prompt: str = doc("Question asked for every picture when the data has no prompt column.", DEFAULT_PROMPT)
     test_ratio: float = doc("Share of rows put in the test split when the data has no split.", 0.2)
+    validation_ratio: float = doc("Share of train pictures held out for eval loss and early stopping when the data has "
+                                  "no validation split (chosen by a hash of each picture's bytes, at least 1 picture; "
+                                  "recorded in data.json); 0: none. Only carved when train.eval_each_epoch or "
+                                  "train.early_stopping_patience asks for it.", 0.1)
     label_column: str | None = doc("Structured label column scored as a multiset (e.g. chess 'pieces').", None)
-    label_parser: str | None = doc("How to read labels out of generated text: 'chess' or None.", None)
+    label_parser: str | None = doc("How to read labels out of generated text: a registered parser ('chess') or None.", None)
     max_length: int = doc("Token budget per sample; a sample that would cut image tokens or its answer is refused.", 512)
 
 
@@ -66,17 +95,24 @@ class TrainConfig:
     grad_accum: int = doc("Gradient accumulation steps.", 1)
     warmup_ratio: float = doc("Share of steps spent warming up the learning rate.", 0.05)
     scheduler: str = doc("Learning-rate schedule (transformers name: cosine, linear, constant...).", "cosine")
-    weight_decay: float = doc("AdamW weight decay.", 0.0)
+    weight_decay: float = doc("Weight decay (never on biases and norm weights).", 0.0)
+    optim: str = doc("Optimizer, by transformers' name: adamw_torch_fused, adamw_torch, adafactor, sgd, "
+                     "paged_adamw_8bit (bitsandbytes, CUDA)...", "adamw_torch_fused")
+    adam_beta1: float = doc("Adam beta1 (first-moment decay).", 0.9)
+    adam_beta2: float = doc("Adam beta2 (second-moment decay).", 0.999)
+    adam_epsilon: float = doc("Adam epsilon.", 1e-8)
     seed: int = doc("Seed for data order and initialisation.", 0)
     bf16: str = doc("bf16 mixed precision: auto (on where supported), true or false. fp16 training is refused.", "auto")
     gradient_checkpointing: bool = doc("Trade compute for memory.", False)
     feature_cache: bool = doc("Compute frozen vision features once per image (when the family supports it).", True)
     save_steps: int = doc("Checkpoint every N steps (0: at each epoch end; -1: never).", 0)
     save_total_limit: int = doc("Keep the newest K checkpoints.", 2)
-    eval_each_epoch: bool = doc("Compute eval loss on the test split after each epoch.", True)
+    eval_each_epoch: bool = doc("Compute eval loss on the validation split after each epoch (never on test).", True)
     early_stopping_patience: int = doc("Stop after N evaluations without eval-loss improvement (0: off).", 0)
     logging_steps: int = doc("Log the loss every N steps.", 5)
-    report_to: str = doc("Trainer loggers: none, tensorboard, wandb.", "none")
+    report_to: str = doc("Experiment tracker for the loss and, after training, the before/after metrics and a table "
+                         "of per-picture answers: none, trackio (local, no account), tensorboard, wandb or mlflow; "
+                         "each needs its extra, e.g. pip install 'vlmtune[trackio]'.", "none")
     lora: LoraConfig = doc("LoRA settings.", factory=LoraConfig)
 
 
@@ -115,6 +151,12 @@ def validate(cfg: RunConfig) -> RunConfig:
            "use none, 4bit or 8bit")
     _check(cfg.model.attn_implementation in ("auto", "sdpa", "eager", "flash_attention_2"),
            "model.attn_implementation", cfg.model.attn_implementation, "use auto, sdpa, eager or flash_attention_2")
+    _check(cfg.model.device_map in (None, "auto"), "model.device_map", cfg.model.device_map,
+           "use auto (the model split over the visible GPUs) or leave it unset")
+    budget = cfg.model.max_image_tokens
+    _check(budget is None or budget >= 1, "model.max_image_tokens", budget, "must be >= 1 (or unset)")
+    _check(budget is None or budget < cfg.data.max_length, "model.max_image_tokens", budget,
+           f"must be below data.max_length={cfg.data.max_length}, which also holds the prompt and the answer")
     _check(lo.targets in LORA_TARGETS, "train.lora.targets", lo.targets, f"use one of {', '.join(LORA_TARGETS)}")
     _check(t.bf16 in ("auto", "true", "false"), "train.bf16", t.bf16, "use auto, true or false")
     _check(t.lr > 0, "train.lr", t.lr, "must be > 0")
@@ -122,17 +164,33 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
     _check(t.grad_accum >= 1, "train.grad_accum", t.grad_accum, "must be >= 1")
     _check(0 <= t.warmup_ratio < 1, "train.warmup_ratio", t.warmup_ratio, "must be in [0, 1)")
+    _check(t.optim in OPTIMIZERS, "train.optim", t.optim, "use one of transformers' OptimizerNames, e.g. adamw_torch_fused")
+    for key in ("adam_beta1", "adam_beta2"):
+        _check(0 <= getattr(t, key) < 1, f"train.{key}", getattr(t, key), "must be in [0, 1)")
+    _check(t.adam_epsilon > 0, "train.adam_epsilon", t.adam_epsilon, "must be > 0")
+    check_tracker(t.report_to)
+    _check(cfg.model.quantization == "none" or lo.targets not in ("full", "projector"), "model.quantization",
+           cfg.model.quantization, f"QLoRA trains LoRA adapters on a quantized base and train.lora.targets={lo.targets} "
+           "has none; use model.quantization=none or a LoRA target")
     _check(lo.r >= 1, "train.lora.r", lo.r, "must be >= 1")
     _check(0 <= lo.dropout < 1, "train.lora.dropout", lo.dropout, "must be in [0, 1)")
     _check(0 < d.test_ratio < 1, "data.test_ratio", d.test_ratio, "must be between 0 and 1")
+    _check(0 <= d.validation_ratio < 1, "data.validation_ratio", d.validation_ratio, "must be in [0, 1)")
     _check(d.max_length >= 16, "data.max_length", d.max_length, "must be >= 16")
-    _check(d.label_parser in (None, "chess"), "data.label_parser", d.label_parser, "use chess or leave unset")
     _check(t.early_stopping_patience == 0 or t.save_steps >= 0, "train.early_stopping_patience",
            t.early_stopping_patience, "needs checkpoints to restore the best one: set train.save_steps >= 0")
     _check(e.max_new_tokens >= 1, "eval.max_new_tokens", e.max_new_tokens, "must be >= 1")
     _check(e.batch_size >= 1, "eval.batch_size", e.batch_size, "must be >= 1")
     _check(e.num_beams >= 1, "eval.num_beams", e.num_beams, "must be >= 1")
     return cfg
+
+
+def check_tracker(name: str) -> None:
+    """A tracker that is not installed fails here, when the config is read, not after the model has loaded."""
+    _check(name == "none" or name in TRACKERS, "train.report_to", name, f"use none, {', '.join(TRACKERS)}")
+    if name != "none" and importlib.util.find_spec(TRACKERS[name][0]) is None:
+        raise VlmtuneError(f"config: train.report_to={name} needs the {TRACKERS[name][0]} package, which is not "
+                           f"installed: pip install 'vlmtune[{TRACKERS[name][1]}]'")
 
 
 def _omegaconf_error(err: Exception, source: str) -> VlmtuneError:

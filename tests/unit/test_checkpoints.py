@@ -57,3 +57,41 @@ def test_early_stopping_stops_when_eval_loss_stops_improving(tmp_path):
     result = fit(model, LLAVA, torch.float32, train, evals, cfg, str(tmp_path), tiny.VOCAB["<pad>"])
     evals_done = [h for h in result.log_history if "eval_loss" in h]
     assert len(evals_done) == 2 and result.trainer.state.global_step == 2
+
+
+def _state_files(folder):
+    (folder / "trainer_state.json").write_text('{"global_step": 4}')
+    for name in ("optimizer.pt", "scheduler.pt"):
+        torch.save({"x": torch.zeros(2)}, folder / name)
+    torch.save({}, folder / "rng_state.pth")
+
+
+def test_a_checkpoint_sharded_by_transformers_counts_as_complete_only_with_every_shard(tmp_path):
+    model, _ = tiny.llava()
+    ckpt = tmp_path / "checkpoint-4"
+    model.save_pretrained(ckpt, max_shard_size="100KB")  # what Trainer writes for a large full fine-tune
+    shards = sorted(ckpt.glob("model-*.safetensors"))
+    assert (ckpt / "model.safetensors.index.json").is_file() and len(shards) > 2
+    _state_files(ckpt)
+    assert checkpoint_problem(ckpt) is None
+    assert newest_valid_checkpoint(tmp_path) == ckpt
+
+    shards[1].write_bytes(shards[1].read_bytes()[:-8])  # torn mid-save
+    assert "weights unreadable" in checkpoint_problem(ckpt)
+    shards[1].unlink()
+    assert f"shard {shards[1].name} listed in model.safetensors.index.json is missing" in checkpoint_problem(ckpt)
+    assert newest_valid_checkpoint(tmp_path) is None
+
+
+def test_a_shard_without_a_tensor_its_index_lists_is_incomplete(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    ckpt = tmp_path / "checkpoint-2"
+    ckpt.mkdir()
+    save_file({"a": torch.ones(2)}, str(ckpt / "model-00001-of-00001.safetensors"))
+    index = {"metadata": {}, "weight_map": {"a": "model-00001-of-00001.safetensors", "b": "model-00001-of-00001.safetensors"}}
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
+    _state_files(ckpt)
+    assert "1 tensor(s) listed in model.safetensors.index.json are in no shard (first: b)" in checkpoint_problem(ckpt)

@@ -52,11 +52,15 @@ def test_max_length_that_cuts_image_tokens_is_refused(encoder):
         encoder.encode(picture(), "Describe this picture.", "a white rook", where="train row 3")
 
 
-def test_answer_is_truncated_only_after_the_prompt(encoder):
-    encoder = PromptAnswerTokenizer(encoder.processor, LLAVA, max_length=len(PROMPT_IDS) + 2)
-    ex = encoder.encode(picture(), "Describe this picture.", "a white rook")
-    assert ex["truncated"] is True
-    assert ex["labels"] == [IGNORE] * len(PROMPT_IDS) + ANSWER_IDS[:2]
+def test_answer_that_does_not_fit_is_refused_with_its_row_and_the_length_it_needs(encoder):
+    # 14 prompt tokens + 4 answer tokens (end of turn included): 17 would cut <|im_end|>
+    short = PromptAnswerTokenizer(encoder.processor, LLAVA, max_length=len(PROMPT_IDS) + len(ANSWER_IDS) - 1)
+    with pytest.raises(VlmtuneError, match=r"^train row 7: prompt \(14 tokens\) \+ answer \(4 tokens .*\) = 18 > "
+                                           r"data.max_length=17: .*raise data.max_length to at least 18"):
+        short.encode(picture(), "Describe this picture.", "a white rook", where="train row 7")
+    exact = PromptAnswerTokenizer(encoder.processor, LLAVA, max_length=len(PROMPT_IDS) + len(ANSWER_IDS))
+    ex = exact.encode(picture(), "Describe this picture.", "a white rook")
+    assert ex["labels"] == [IGNORE] * len(PROMPT_IDS) + ANSWER_IDS  # fits exactly: end of turn kept
 
 
 def test_generation_prompt_is_left_padded_and_equals_training_prompt(encoder):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-import types
 import unicodedata
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from vlmtune.data.captions import (
 from vlmtune.data.dataset import stable_split
 from vlmtune.data.template import write_template
 from vlmtune.errors import VlmtuneError
+from vlmtune.stages.template import run_template
 
 
 def picture(path: Path, colour="red", size=(16, 16)) -> None:
@@ -160,9 +159,7 @@ def fake_captioner(monkeypatch):
         calls.append((model, [p.name for p in image_paths], prompt, batch_size))
         return [f"draft of\n{p.stem}" for p in image_paths]
 
-    module = types.ModuleType("vlmtune.evaluation.generate")
-    module.caption_images = caption_images
-    monkeypatch.setitem(sys.modules, "vlmtune.evaluation.generate", module)
+    monkeypatch.setattr("vlmtune.stages.template.caption_images", caption_images)
     return calls
 
 
@@ -172,7 +169,7 @@ def test_prefill_fills_only_empty_captions(tmp_path, fake_captioner):
     path = tmp_path / "captions.csv"
     user = "file_name,caption,split\na.jpg,mine,train\nb.jpg,,test\n"
     path.write_text(user, encoding="utf-8")
-    result = write_template(tmp_path, prefill="some/model", prompt="What is it?", batch_size=2)
+    result = run_template(tmp_path, prefill="some/model", prompt="What is it?", batch_size=2)
     assert fake_captioner == [("some/model", ["b.jpg", "c.jpg"], "What is it?", 2)]
     assert read_captions(path) == [
         {"file_name": "a.jpg", "caption": "mine", "split": "train"},
@@ -188,7 +185,7 @@ def test_prefill_refuses_to_rewrite_a_malformed_file(tmp_path, fake_captioner):
     path = tmp_path / "captions.csv"
     path.write_text("file_name,caption\na.jpg,\nb.jpg,x,y\n", encoding="utf-8")
     with pytest.raises(VlmtuneError, match=r"captions.csv:3: 3 fields for 2 columns"):
-        write_template(tmp_path, prefill="m")
+        run_template(tmp_path, prefill="m")
     assert fake_captioner == []
     assert path.read_text(encoding="utf-8") == "file_name,caption\na.jpg,\nb.jpg,x,y\n"
 

@@ -54,7 +54,7 @@ def test_row_problems(tmp_path):
         "a.png,again,test\n"
         "../outside.png,escape,train\n"
         "/etc/hosts,absolute,train\n"
-        "c.png,bad split,validation\n"
+        "c.png,bad split,valid\n"
         'd.png,"two\nlines",train\n'
         "e.png,red, blue,train\n"
     )
@@ -67,8 +67,8 @@ def test_row_problems(tmp_path):
         (ERROR, "captions.csv:2, 5", "'a.png' is listed 2 times; keep one row"),
         (ERROR, "captions.csv:6", "'../outside.png' leaves the folder with '..'"),
         (ERROR, "captions.csv:7", f"'/etc/hosts' is an absolute path; write it relative to {tmp_path}"),
-        (ERROR, "captions.csv:8", "split 'validation' must be train or test"),
-        (ERROR, "captions.csv:11", "split 'blue' must be train or test"),  # the comma shifted the columns
+        (ERROR, "captions.csv:8", "split 'valid' must be train, validation or test"),
+        (ERROR, "captions.csv:11", "split 'blue' must be train, validation or test"),  # the comma shifted the columns
         (WARNING, "captions.csv:9", "caption of 'd.png' contains a line break"),
         (WARNING, "a.png", "leakage: the same image is used by train and test rows"),
     }
@@ -188,7 +188,7 @@ def test_image_problems(tmp_path):
     report = check_folder(src, CheckOptions(min_side=32, workers=1, progress=False))
     assert issues(report) == {
         (ERROR, "broken.jpg", "unusable image: unreadable image header (OSError: Truncated File Read)"),
-        (WARNING, "small.png", "40x30 is smaller than the model's 32 px input"),
+        (WARNING, "small.png", "40x30 is smaller than 32 px (--min-side); the model will upscale it"),
         (WARNING, "phone.heic", "HEIF may not load in training code; run 'vlmtune data convert' first"),
         (WARNING, "captions.csv", "1 image(s) not listed (unlisted.png); add them with 'vlmtune data template'"),
     }
@@ -227,9 +227,16 @@ def test_cli_exit_codes(tmp_path):
 
     folder(tmp_path, "file_name,caption,split\na.png,one,train\nb.png,two,test\n", {"a.png": pattern(1), "b.png": pattern(2)})
     assert run("--min-side", "16").exit_code == 0
-    small = run()  # 64 px pictures warn under the default 112
+    small = run()  # 64 px pictures warn under the default 168
     assert small.exit_code == 0 and "0 error(s), 2 warning(s)" in small.output
     assert run("--strict").exit_code == 1
     (tmp_path / "captions.csv").write_text("file_name,caption,split\na.png,,train\nb.png,two,test\n")
     failed = run("--min-side", "16")
     assert failed.exit_code == 1 and "empty caption for 'a.png'" in failed.output
+
+
+def test_default_min_side_is_the_default_models_input_side():
+    from vlmtune.data.check import DEFAULT_MIN_SIDE
+    from vlmtune.models.default import DefaultBaseSpec
+
+    assert DEFAULT_MIN_SIDE == DefaultBaseSpec().image_size

@@ -316,3 +316,21 @@ def test_cli_reports_and_exit_codes(tmp_path):
     only_text.mkdir()
     (only_text / "notes.txt").write_text("x")
     assert run_cli(only_text, tmp_path / "dst2").exit_code == 1
+
+
+def test_a_picture_below_the_minimum_side_is_converted_with_a_warning(tmp_path):
+    from vlmtune.data.check import DEFAULT_MIN_SIDE as SIDE  # what data check warns below
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    save(src / "dot.png", Image.new("RGB", (1, 1), RED))
+    save(src / "wide.png", Image.new("RGB", (400, SIDE - 1), RED))
+    save(src / "fine.png", Image.new("RGB", (SIDE + 30, SIDE), RED))
+    by = {o.source: o for o in convert_folder(src, dst, ConvertOptions(), workers=1, progress=False).outcomes}
+    assert {s: o.status for s, o in by.items()} == {"dot.png": CONVERTED, "wide.png": CONVERTED, "fine.png": CONVERTED}
+    assert by["dot.png"].warnings == (f"1x1 is smaller than {SIDE} px (--min-side); the model will upscale it",)
+    assert by["wide.png"].warnings[0].startswith(f"400x{SIDE - 1} is smaller than {SIDE} px")
+    assert by["fine.png"].warnings == ()
+    assert ConvertOptions(min_side=2).key() == ConvertOptions().key()  # a warning never changes the output
+    result = run_cli(src, tmp_path / "dst2", "--min-side", str(SIDE + 100))
+    assert result.exit_code == 0
+    assert f"warning fine.png: {SIDE + 30}x{SIDE} is smaller than {SIDE + 100} px (--min-side)" in result.output

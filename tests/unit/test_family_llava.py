@@ -7,53 +7,33 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+import family_cases as fcs
 import families_tiny as ft
 import tiny
 from vlmtune.config import ModelConfig, load_config
 from vlmtune.training.collate import Collator
 from vlmtune.models.prompting import IGNORE, PromptAnswerTokenizer, user_turn
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.families.llava import CHATML, INST, LLAVA, LLAVA_NEXT, VICUNA
+from vlmtune.models.families.llava import CHATML, INST, LLAVA_NEXT, VICUNA
 from vlmtune.models.loading import load_for_inference, load_model
 from vlmtune.models.lora import apply_plan
 from vlmtune.stages.train import train_run
 
 IMAGE = "<image>"
-ANSWER = ["a", "white", "rook", "</s>"]
-# Square 56 px picture. LLaVA-1.5: one 28 px view, 2x2 patches, CLS dropped ("default") = 4 tokens.
-LLAVA15_PROMPT = ["<s>", "user", ":", *[IMAGE] * 4, "\n", "describe", "this", "picture", ".", "assistant", ":"]
-# LLaVA-NeXT picks the 2x2 tile grid: base view 2x2 = 4, tiles 4x4 features (square: nothing to unpad)
-# + one image_newline per feature row (4) = 24 tokens.
+# Square 56 px picture. LLaVA-NeXT picks the 2x2 tile grid: base view 2x2 = 4, tiles 4x4 features
+# (square: nothing to unpad) + one image_newline per feature row (4) = 24 tokens.
 NEXT_IMAGE = [IMAGE] * (4 + 16 + 4)
-NEXT_PROMPTS = {
-    "mistral": ["<s>", "[INST]", *NEXT_IMAGE, "\n", "describe", "this", "picture", ".", "[/INST]"],
+NEXT_PROMPTS = {  # mistral's is the shared entry's (tests/family_cases.py)
+    "mistral": list(fcs.LLAVA_NEXT),
     "vicuna": ["<s>", "user", ":", *NEXT_IMAGE, "\n", "describe", "this", "picture", ".", "assistant", ":"],
     "yi": ["<|startoftext|>", "<|im_start|>", "system", "\n", "answer", "the", "questions", ".", "<|im_end|>",
            "<|im_start|>", "user", "\n", *NEXT_IMAGE, "\n", "describe", "this", "picture", ".", "<|im_end|>",
            "<|im_start|>", "assistant", "\n"],
 }
-CASES = {"llava": (ft.llava15, LLAVA), "llava_next": (ft.llava_next, LLAVA_NEXT)}
 
 
 def square(colour=(200, 30, 30)):
     return Image.new("RGB", (56, 56), colour)
-
-
-def token_ids(processor, tokens: list[str]) -> list[int]:
-    return processor.tokenizer.convert_tokens_to_ids(tokens)
-
-
-def test_llava15_labels_mask_prompt_image_tokens_and_padding():
-    _, processor = ft.llava15()
-    enc = PromptAnswerTokenizer(processor, LLAVA, 64)
-    ex = enc.encode(square(), "Describe this picture.", "a white rook")
-    assert ex["input_ids"] == token_ids(processor, LLAVA15_PROMPT + ANSWER)
-    assert ex["labels"] == [IGNORE] * len(LLAVA15_PROMPT) + token_ids(processor, ANSWER)
-    short = enc.encode(square(), "Describe this picture.", "a rook")
-    batch = Collator(processor.tokenizer.pad_token_id)([short, ex])
-    assert batch["input_ids"][0].tolist() == short["input_ids"] + token_ids(processor, ["<pad>"])
-    assert batch["labels"][0].tolist() == short["labels"] + [IGNORE]
-    assert batch["attention_mask"][0].tolist()[-2:] == [1, 0]
 
 
 @pytest.mark.parametrize("lm", sorted(NEXT_PROMPTS))
@@ -62,8 +42,8 @@ def test_llava_next_labels_for_each_language_model(lm):
     eos = processor.tokenizer.eos_token
     ex = PromptAnswerTokenizer(processor, LLAVA_NEXT, 128).encode(square(), "Describe this picture.", "a white rook")
     answer = ["a", "white", "rook", eos]
-    assert ex["input_ids"] == token_ids(processor, NEXT_PROMPTS[lm] + answer)
-    assert ex["labels"] == [IGNORE] * len(NEXT_PROMPTS[lm]) + token_ids(processor, answer)
+    assert ex["input_ids"] == fcs.token_ids(processor, NEXT_PROMPTS[lm] + answer)
+    assert ex["labels"] == [IGNORE] * len(NEXT_PROMPTS[lm]) + fcs.token_ids(processor, answer)
     assert ex["pixel_values"].shape == (1, 5, 3, ft.TILE, ft.TILE)  # base view + 2x2 tiles
 
 
@@ -73,7 +53,7 @@ def test_llava_next_batch_of_mixed_image_sizes_pads_tiles_and_changes_nothing():
     big = enc.encode(square(), "Describe this picture.", "a white rook")
     wide = enc.encode(Image.new("RGB", (56, 28), (20, 90, 200)), "What is this?", "a rook")
     # 1x2 tiles: base 4 + features 2 rows x 4 + 2 newlines = 14 image tokens, 3 views
-    assert wide["input_ids"].count(token_ids(processor, [IMAGE])[0]) == 14
+    assert wide["input_ids"].count(fcs.token_ids(processor, [IMAGE])[0]) == 14
     batch = Collator(processor.tokenizer.pad_token_id)([big, wide])
     assert batch["pixel_values"].shape == (2, 5, 3, ft.TILE, ft.TILE)
     assert batch["pixel_values"][1, 3:].abs().sum() == 0  # zero-padded tile slots
@@ -107,33 +87,12 @@ def test_vicuna_fallback_renders_as_the_real_llava15_template():
     assert ours == real == "USER: <image>\nDescribe this picture. ASSISTANT:"
 
 
-@pytest.fixture(scope="module", params=sorted(CASES))
-def fitted(request, tmp_path_factory):
-    """Two LoRA steps (lm+vision+projector, gradient checkpointing on) per family, shared by the checks below."""
-    build, spec = CASES[request.param]
-    return {**ft.two_lora_steps(build, spec, tmp_path_factory.mktemp(request.param)), "spec": spec}
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """Two LoRA steps (lm+vision+projector, gradient checkpointing on) on the tiny LLaVA-NeXT."""
+    return fcs.two_lora_steps(fcs.case("llava_next"), tmp_path_factory.mktemp("next"))
 
 
-def test_two_lora_steps_with_checkpointing_move_only_adapters_and_projector(fitted):
-    before, after = fitted["before"], fitted["after"]
-    assert fitted["model"].get_base_model().is_gradient_checkpointing
-    moved = ft.moved(before, after)
-    assert {n for n in moved if "lora_" not in n and "modules_to_save" not in n} <= {"base_model.model.model.image_newline"}
-    # vision_feature_layer=-2 reads the output of layer 0 of the two: layer 1 gets no gradient
-    vision = {n for n in after if "lora_B" in n and "vision_tower" in n}
-    assert vision and {n for n in vision if "layers.0." in n} <= moved and not {n for n in vision if "layers.1." in n} & moved
-    lm = {n for n in after if "lora_B" in n and "language_model" in n}
-    assert len(lm) == 2 * 7 and lm <= moved
-    assert {n for n in after if "modules_to_save" in n} <= moved
-
-
-def test_saved_adapter_reloads_to_identical_logits(fitted, tmp_path):
-    want, got, base = ft.adapter_round_trip(fitted, fitted["spec"], tmp_path / "adapter")
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
-    assert not torch.allclose(base, want)
-
-
-@pytest.mark.parametrize("fitted", ["llava_next"], indirect=True)
 def test_image_newline_trains_and_is_saved_in_the_adapter(fitted, tmp_path):
     key = "base_model.model.model.image_newline"
     trained = fitted["after"][key]
@@ -159,38 +118,6 @@ def test_image_newline_trains_only_with_the_projector(targets, trains):
     params = dict(trained.named_parameters())
     key = "base_model.model.model.image_newline" if "lm" in targets else "model.image_newline"
     assert params[key].requires_grad is trains
-
-
-@pytest.mark.parametrize("family", sorted(CASES))
-def test_left_padded_batch_generates_what_single_prompts_do(family):
-    build, spec = CASES[family]
-    batch, single = ft.padded_equals_single(*build(), spec)
-    assert batch == single and len(batch) == 2
-
-
-@pytest.mark.parametrize("family", sorted(CASES))
-def test_max_length_cutting_image_tokens_is_refused_and_answers_truncate_after_the_prompt(family):
-    build, spec = CASES[family]
-    _, processor = build()
-    with pytest.raises(VlmtuneError, match="would cut image tokens"):
-        PromptAnswerTokenizer(processor, spec, 10).encode(square(), "Describe this picture.", "a white rook", where="train row 0")
-    full = PromptAnswerTokenizer(processor, spec, 128).encode(square(), "Describe this picture.", "a white rook")
-    prompt = full["labels"].count(IGNORE)
-    cut = PromptAnswerTokenizer(processor, spec, prompt + 2).encode(square(), "Describe this picture.", "a white rook")
-    assert cut["truncated"] and cut["labels"] == full["labels"][: prompt + 2]
-
-
-@pytest.mark.parametrize("family", sorted(CASES))
-def test_vlmtune_train_runs_end_to_end(tmp_path, family):
-    model_dir = ft.save(*CASES[family][0](), tmp_path / "model")
-    data = tiny.caption_folder(tmp_path / "data", n=6, test_every=3)
-    metrics = train_run(load_config(overrides=[
-        f"model.name={model_dir}", f"data.path={data}", f"output_dir={tmp_path / 'run'}", "train.max_steps=2",
-        "train.batch_size=2", "train.save_steps=-1", "train.bf16=false", "train.eval_each_epoch=false",
-        "eval.max_new_tokens=3", "eval.before=false", "train.lora.targets=lm+vision+projector"]))
-    assert metrics["family"] == family and (tmp_path / "run/adapter/adapter_model.safetensors").is_file()
-    model, _, spec = load_for_inference(tmp_path / "run", dtype="fp32", device=torch.device("cpu"))
-    assert spec is CASES[family][1]
 
 
 @pytest.mark.parametrize("override,message", [

@@ -15,7 +15,8 @@ from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.generate import generate_answers
 from vlmtune.models.loading import load_for_inference
 from vlmtune.models.lora import apply_plan
-from vlmtune.models.merge import MERGED_MARKER, merge
+from vlmtune.models.merge import MERGED_MARKER
+from vlmtune.stages.merge import merge
 from vlmtune.models.registry import LLAVA
 from vlmtune.run_dir import RunDir, write_json
 

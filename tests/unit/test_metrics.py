@@ -27,6 +27,7 @@ def test_multiset_prf_counts_duplicates():
 
 
 def test_score_sample_with_chess_labels():
+    import vlmtune.stages  # noqa: F401  (registers the built-in chess parser)
     from vlmtune.evaluation.metrics import label_parser
 
     scores = score_sample("a white rook and a black pawn", "a white rook and a black knight",
@@ -40,3 +41,25 @@ def test_score_sample_with_chess_labels():
 
 def test_mean_scores():
     assert mean_scores([{"x": 1.0}, {"x": 0.0}]) == {"x": 0.5}
+
+
+def test_unknown_label_parser_stops_train_before_any_work(tmp_path):
+    from vlmtune.config import load_config
+    from vlmtune.errors import VlmtuneError
+    from vlmtune.stages.train import train_run
+
+    cfg = load_config(overrides=[f"output_dir={tmp_path / 'run'}", "data.label_parser=xml", "data.path=nowhere"])
+    with pytest.raises(VlmtuneError, match=r"data.label_parser='xml' is unknown; registered parsers: chess"):
+        train_run(cfg)
+    assert not (tmp_path / "run").exists()
+
+
+def test_registered_parser_is_used_for_label_scores():
+    from collections import Counter
+
+    from vlmtune.evaluation.metrics import label_parser, register_label_parser, score_sample
+
+    register_label_parser("colours", lambda text: Counter(w for w in text.split() if w in {"red", "blue"}),
+                          lambda label: Counter(label.split(";")))
+    scores = score_sample("a red and a blue box", "x", "red;red", label_parser("colours"))
+    assert (scores["label_precision"], scores["label_recall"]) == (0.5, 0.5)

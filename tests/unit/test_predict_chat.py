@@ -18,7 +18,8 @@ from vlmtune.evaluation.generate import generate_answers
 from vlmtune.models.loading import load_for_inference
 from vlmtune.models.registry import LLAVA
 from vlmtune.stages.chat import run_chat
-from vlmtune.stages.predict import open_picture, option_overrides, run_predict
+from vlmtune.data.pictures import open_picture
+from vlmtune.stages.predict import option_overrides, run_predict
 
 ASK, FOLLOW_UP = "describe this picture", "what is this ?"
 COLOURS = [(9, 99, 199), (250, 250, 250), (200, 30, 30)]

@@ -54,3 +54,19 @@ def test_unfinished_run_cannot_be_loaded_for_inference(tmp_path):
     RunDir(tmp_path / "r").prepare(cfg).mark(cfg, status="training")
     with pytest.raises(VlmtuneError, match="has no trained weights yet"):
         load_for_inference(tmp_path / "r")
+
+
+def test_the_training_plan_is_made_once_and_recorded(tmp_path, tiny_model_dir, monkeypatch):
+    import tiny
+    import vlmtune.models.lora as lora
+
+    calls = []
+    real = lora.plan_for
+    monkeypatch.setattr(lora, "plan_for", lambda *a: calls.append(a) or real(*a))
+    run = tiny.trained_run(tmp_path / "run", tiny_model_dir, "train.lora.targets=lm+projector", steps=2)
+    assert len(calls) == 1
+    plan = RunDir(run).info["plan"]
+    assert plan["targets"] == "lm+projector" and plan["whole"] == ["model.multi_modal_projector"]
+    assert plan["lora_pattern"] == (r"(?!(?:model\.multi_modal_projector)\.)(?:(?:model\.language_model\.(.*\.)?"
+                                    r"(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)))")
+    assert (plan["r"], plan["alpha"], plan["full"]) == (16, 32, False)

@@ -24,7 +24,9 @@ from vlmtune.errors import VlmtuneError
 
 ERROR, WARNING = "error", "warning"
 INDEX_FILES = (CAPTIONS_FILE, "metadata.jsonl", "metadata.csv")
-DEFAULT_MIN_SIDE = 112  # the embedded model's input side; smaller pictures get upscaled
+# The embedded default model's input side (168 px, models/default.py); smaller pictures get upscaled.
+# The data layer cannot ask the model, so the number is repeated here and checked by a test.
+DEFAULT_MIN_SIDE = 168
 LENGTH_FACTOR = 4  # a caption 4x longer or shorter than the median is probably a slip
 MIN_ROWS_FOR_LENGTHS = 5
 IMBALANCE = 10  # largest class / smallest class
@@ -186,7 +188,7 @@ def _check_one_image(report: Report, name: str, info: ImageInfo, min_side: int) 
         report.add(ERROR, name, f"unusable image: {info.error}")
         return
     if min(info.width, info.height) < min_side:
-        report.add(WARNING, name, f"{info.width}x{info.height} is smaller than the model's {min_side} px input")
+        report.add(WARNING, name, f"{info.width}x{info.height} is smaller than {min_side} px (--min-side); the model will upscale it")
     if info.format in NON_PORTABLE_FORMATS:
         report.add(WARNING, name, f"{info.format} may not load in training code; run 'vlmtune data convert' first")
 

@@ -5,18 +5,23 @@ Unicode), so a user can find each photo again; stems that collide (``a.heic`` an
 ``-2``, ``-3`` in sorted order. SRC is only read. DST files are only ever created, never replaced:
 an existing identical file counts as done, a different one is a conflict (refused, or the next
 free ``-cN`` name with ``--on-conflict suffix``). A manifest in DST remembers what was converted from
-what, so a re-run only stats files.
+what, so a re-run only stats files. A picture whose shorter side is below ``min_side`` (the
+embedded model's input, as ``data check`` uses) is converted with a warning: it will be upscaled.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import unicodedata
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from PIL import Image
+
+from vlmtune.data.check import DEFAULT_MIN_SIDE
 from vlmtune.data.images import DEFAULT_MAX_PIXELS, UnusableImage, first_line, render_jpeg
 from vlmtune.data.pool import DEFAULT_WORKERS, map_files
 from vlmtune.errors import VlmtuneError
@@ -34,6 +39,7 @@ class ConvertOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     keep_gps: bool = False
     on_conflict: str = "refuse"  # or "suffix"
+    min_side: int = DEFAULT_MIN_SIDE  # warn below it; not part of key(): it never changes the output
 
     def key(self) -> str:
         """What decides the output bytes and name; a manifest entry only counts for the same key."""
@@ -55,6 +61,7 @@ class Outcome:
     target: Path | None = None
     reason: str = ""
     notes: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -198,11 +205,20 @@ def convert_one(job: Job) -> Outcome:
     try:
         data, notes = render_jpeg(job.source, o.quality, o.max_side, o.max_pixels, o.keep_gps)
         job.target.parent.mkdir(parents=True, exist_ok=True)
-        return _place(job, data, tuple(notes))
+        outcome = _place(job, data, tuple(notes))
+        return outcome if outcome.status == FAILED else replace(outcome, warnings=size_warnings(data, o.min_side))
     except UnusableImage as err:
         return Outcome(job.label, NOT_IMAGE if err.not_image else FAILED, reason=err.reason)
     except Exception as err:  # one odd file must not stop the other thousands
         return Outcome(job.label, FAILED, reason=first_line(err))
+
+
+def size_warnings(jpeg: bytes, min_side: int) -> tuple[str, ...]:
+    with Image.open(io.BytesIO(jpeg)) as im:  # the header only
+        width, height = im.size
+    if min(width, height) >= min_side:
+        return ()
+    return (f"{width}x{height} is smaller than {min_side} px (--min-side); the model will upscale it",)  # as data check says
 
 
 def _place(job: Job, data: bytes, notes: tuple[str, ...]) -> Outcome:

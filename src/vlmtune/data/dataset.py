@@ -1,4 +1,4 @@
-"""Build the canonical train/test ``DatasetDict`` (image, prompt, answer, extras) from a caption folder.
+"""Build the canonical train/test (+ validation) ``DatasetDict`` (image, prompt, answer, extras) from a caption folder.
 
 ``build_dataset`` is the fast path (``captions.csv``; per-row checks that only stat files); the
 ``build`` command runs ``check`` first and then calls the same code.
@@ -11,14 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlmtune.data.captions import Columns, Table, caption_columns, member_path, missing_reason, read_table
-from vlmtune.data.schema import ANSWER, CANONICAL_COLUMNS, CAPTIONS_FILE, IMAGE, PROMPT, SPLIT, TEST, TRAIN
+from vlmtune.data.schema import ANSWER, CANONICAL_COLUMNS, CAPTIONS_FILE, IMAGE, PROMPT, SPLIT, TEST, TRAIN, VALIDATION
 from vlmtune.errors import VlmtuneError
+
+
+def bucket(key: str) -> float:
+    """A stable number in [0, 1] for ``key``: splits drawn from it never depend on row order."""
+    return int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
 def stable_split(file_name: str, test_ratio: float) -> str:
     """Deterministic split from the file name alone, so adding photos never reshuffles old ones."""
-    bucket = int(hashlib.sha256(file_name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    return TEST if bucket < test_ratio else TRAIN
+    return TEST if bucket(file_name) < test_ratio else TRAIN
 
 
 @dataclass
@@ -78,13 +82,13 @@ def row_errors(row: Row, base: Path) -> list[str]:
         errors.append(missing_reason(base, row.file_name))
     if not row.caption:
         errors.append(f"empty caption for '{row.file_name}'")
-    if row.split not in (TRAIN, TEST):
-        errors.append(f"split '{row.split}' must be train or test")
+    if row.split not in (TRAIN, VALIDATION, TEST):
+        errors.append(f"split '{row.split}' must be train, validation or test")
     return errors
 
 
 def build_dataset(folder: Path, prompt: str, test_ratio: float = 0.2):
-    """``DatasetDict(train, test)`` from ``folder/captions.csv``; images are decoded lazily."""
+    """``DatasetDict(train, test)`` (+ validation when rows say so) from ``folder/captions.csv``; images decode lazily."""
     table = read_table(Path(folder) / CAPTIONS_FILE)
     return dataset_from_table(table, caption_columns(table), prompt, test_ratio)
 
@@ -96,7 +100,7 @@ def dataset_from_table(table: Table, cols: Columns, prompt: str, test_ratio: flo
     if table.problems:
         line, message = table.problems[0]
         raise VlmtuneError(f"{table.path}:{line}: {message}")
-    by_split: dict[str, dict[str, list]] = {TRAIN: {}, TEST: {}}
+    by_split: dict[str, dict[str, list]] = {TRAIN: {}, TEST: {}, VALIDATION: {}}
     for row in table_rows(table, cols, prompt, test_ratio):
         errors = row_errors(row, table.base)
         if errors:
@@ -107,7 +111,7 @@ def dataset_from_table(table: Table, cols: Columns, prompt: str, test_ratio: flo
     for split in (TRAIN, TEST):
         if not by_split[split]:
             raise VlmtuneError(f"{table.path}: no {split} rows; {empty_split_hint(split, test_ratio)}")
-    return DatasetDict({s: Dataset.from_dict(c).cast_column(IMAGE, Image()) for s, c in by_split.items()})
+    return DatasetDict({s: Dataset.from_dict(c).cast_column(IMAGE, Image()) for s, c in by_split.items() if c})
 
 
 def empty_split_hint(split: str, test_ratio: float) -> str:

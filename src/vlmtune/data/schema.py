@@ -2,10 +2,12 @@
 
 A *caption folder* is what users (and the synthetic generators) write: images anywhere below a
 directory plus ``captions.csv`` with ``file_name`` (relative to the folder, POSIX separators),
-``caption``, optional ``split`` (train/test), optional ``prompt`` and any extra label columns
+``caption``, optional ``split`` (train/validation/test), optional ``prompt`` and any extra label columns
 (e.g. chess ``pieces``). ``vlmtune data build`` turns it into a ``datasets.DatasetDict`` whose
 rows are (image, prompt, answer, *extras*): the canonical sample.
 """
+
+from vlmtune.config import DEFAULT_PROMPT  # noqa: F401  (defined beside the config key it defaults)
 
 IMAGE = "image"
 PROMPT = "prompt"
@@ -17,5 +19,4 @@ FILE_NAME = "file_name"
 CAPTION = "caption"
 SPLIT = "split"
 TRAIN, TEST = "train", "test"
-
-DEFAULT_PROMPT = "Describe this picture in a few words."
+VALIDATION = "validation"  # eval loss and early stopping; never the test split

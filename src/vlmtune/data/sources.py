@@ -1,7 +1,7 @@
 """Sources other than an index table: a dataset saved to disk, an HF ``imagefolder``, a hub name.
 
 Loading is ``datasets``' job; here the columns are mapped onto (image, prompt, answer, extras) and
-the splits onto train/test. The hub is probed with a short timeout so offline use fails at once.
+the splits onto train/test (+ validation). The hub is probed with a short timeout so offline use fails at once.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vlmtune.data.captions import CAPTION_ALIASES, LABEL_ALIASES, Columns
 from vlmtune.data.images import first_line, register_plugins
-from vlmtune.data.schema import ANSWER, CANONICAL_COLUMNS, IMAGE, PROMPT, TEST, TRAIN
+from vlmtune.data.schema import ANSWER, CANONICAL_COLUMNS, IMAGE, PROMPT, TEST, TRAIN, VALIDATION
 from vlmtune.errors import VlmtuneError
 from vlmtune.hub import PROBE_SECONDS, hub_offline
 
@@ -115,14 +115,20 @@ def _as_text(ds, column: str, where: str):
 
 
 def train_test(dd, test_ratio: float, where: str):
-    """Exactly train and test: a validation split stands in for a missing test, else one is cut off."""
+    """Train and test, plus validation when the data has both a test and a validation split.
+
+    A validation split stands in for a missing test (the held-out set is what the report needs);
+    without either, a test split is cut off train.
+    """
     from datasets import DatasetDict
 
     names = list(dd)
     train = dd[TRAIN] if TRAIN in dd else (dd[names[0]] if len(names) == 1 else None)
     if train is None:
         raise VlmtuneError(f"{where}: no 'train' split among {', '.join(names)}")
-    test = next((dd[n] for n in (TEST, *VALIDATION_NAMES) if n in dd), None)
+    test_name = next((n for n in (TEST, *VALIDATION_NAMES) if n in dd), None)
+    test = dd[test_name] if test_name else None
+    validation = next((dd[n] for n in VALIDATION_NAMES if n in dd and n != test_name), None)
     if test is None:
         if not 0 < test_ratio < 1:
             raise VlmtuneError(f"{where}: no test split; pass --test-ratio between 0 and 1 to cut one off")
@@ -134,4 +140,7 @@ def train_test(dd, test_ratio: float, where: str):
     for name, part in ((TRAIN, train), (TEST, test)):
         if len(part) == 0:
             raise VlmtuneError(f"{where}: the {name} split is empty")
-    return DatasetDict({TRAIN: train, TEST: test})
+    kept = {TRAIN: train, TEST: test}
+    if validation is not None and len(validation):
+        kept[VALIDATION] = validation
+    return DatasetDict(kept)

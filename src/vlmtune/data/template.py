@@ -9,13 +9,14 @@ from __future__ import annotations
 import shutil
 import unicodedata
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlmtune.data.captions import append_captions, caption_columns, member_path, read_table, write_captions
 from vlmtune.data.dataset import stable_split
 from vlmtune.data.images import IMAGE_SUFFIXES, list_images, register_plugins
-from vlmtune.data.schema import CAPTION, CAPTIONS_FILE, DEFAULT_PROMPT, FILE_NAME, SPLIT
+from vlmtune.data.schema import CAPTION, CAPTIONS_FILE, FILE_NAME, SPLIT
 from vlmtune.errors import VlmtuneError
 
 
@@ -33,12 +34,15 @@ def _nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
+# Drafts captions for image files (a model, run by the stage that passes it in): paths -> captions.
+Captioner = Callable[[list[Path]], list[str]]
+
+
 def write_template(
     folder: Path,
     test_ratio: float = 0.2,
-    prefill: str | None = None,
-    prompt: str = DEFAULT_PROMPT,
-    batch_size: int = 8,
+    prefill: Captioner | None = None,
+    prefill_name: str = "the captioner",
 ) -> TemplateResult:
     folder = Path(folder)
     if not folder.is_dir():
@@ -58,7 +62,7 @@ def write_template(
     if not old and not new:
         raise VlmtuneError(f"{folder}: no pictures found (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
     result = TemplateResult(path, added=len(new), kept=len(old), splits=Counter(r[SPLIT] for r in new))
-    filled = _prefill(folder, old + new, prefill, prompt, batch_size, table) if prefill else []
+    filled = _prefill(folder, old + new, prefill, prefill_name, table) if prefill else []
     result.prefilled = len(filled)
     _save(path, table, old, new, header, rewrite=bool({id(r) for r in filled} & {id(r) for r in old}))
     result.captioned = sum(bool(r[CAPTION].strip()) for r in old + new)
@@ -75,7 +79,7 @@ def _save(path: Path, table, old: list[dict], new: list[dict], header: list[str]
         append_captions(path, new, header)
 
 
-def _prefill(folder: Path, rows: list[dict], model: str, prompt: str, batch_size: int, table) -> list[dict]:
+def _prefill(folder: Path, rows: list[dict], captioner: Captioner, name: str, table) -> list[dict]:
     """Model captions for rows whose caption is still empty; written captions are never touched."""
     todo = [r for r in rows if not r[CAPTION].strip() and _readable(folder, r[FILE_NAME])]
     if table and table.problems and {id(r) for r in todo} & {id(r) for r in table.rows}:
@@ -83,14 +87,10 @@ def _prefill(folder: Path, rows: list[dict], model: str, prompt: str, batch_size
         raise VlmtuneError(f"{table.path}:{line}: {message} (fix it before --prefill rewrites the file)")
     if not todo:
         return []
-    try:
-        from vlmtune.evaluation.generate import caption_images
-    except ImportError as err:
-        raise VlmtuneError(f"--prefill is unavailable in this installation ({err})") from None
     register_plugins()  # the captioner opens the files with plain Pillow; HEIC needs the opener
-    captions = caption_images(model, [folder / r[FILE_NAME] for r in todo], prompt, batch_size=batch_size)
+    captions = captioner([folder / r[FILE_NAME] for r in todo])
     if len(captions) != len(todo):
-        raise VlmtuneError(f"--prefill {model}: got {len(captions)} captions for {len(todo)} images")
+        raise VlmtuneError(f"--prefill {name}: got {len(captions)} captions for {len(todo)} images")
     for row, caption in zip(todo, captions):
         row[CAPTION] = " ".join(str(caption).split())  # one line: a model's stray newlines help nobody
     return todo

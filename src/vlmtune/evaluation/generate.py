@@ -8,21 +8,20 @@ import torch
 from tqdm.auto import tqdm
 
 from vlmtune.config import EvalConfig
+from vlmtune.data.images import model_rgb
+from vlmtune.models.loading import load_for_inference
 from vlmtune.models.prompting import PromptAnswerTokenizer
 from vlmtune.models.family import FamilySpec
 
 
 def generation_kwargs(cfg: EvalConfig, encoder: PromptAnswerTokenizer) -> dict:
-    tok = encoder.tokenizer
-    stop = {tok.convert_tokens_to_ids(t) for t in (encoder.end_of_turn(), *encoder.spec.stop_tokens)}
-    stop = {t for t in stop | {tok.eos_token_id} if t is not None and t != tok.unk_token_id}
     kwargs = {
         "max_new_tokens": cfg.max_new_tokens,
         "num_beams": cfg.num_beams,
         "do_sample": cfg.do_sample,
         "repetition_penalty": cfg.repetition_penalty,
-        "eos_token_id": sorted(stop),
-        "pad_token_id": tok.pad_token_id,
+        "eos_token_id": encoder.stop_token_ids(),
+        "pad_token_id": encoder.tokenizer.pad_token_id,
     }
     if cfg.do_sample:
         kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p)
@@ -53,10 +52,6 @@ def generate_answers(model, processor, spec: FamilySpec, images: list, prompts: 
 def caption_images(model: str, image_paths: list[Path], prompt: str, batch_size: int = 8) -> list[str]:
     """Captions for image files from any model/run directory (used to pre-fill caption templates)."""
     from PIL import Image
-
-    from vlmtune.data.images import model_rgb
-
-    from vlmtune.models.loading import load_for_inference
 
     net, processor, spec = load_for_inference(model)
     images = [model_rgb(Image.open(p)) for p in image_paths]

@@ -58,15 +58,24 @@ def bleu(pred: str, ref: str) -> float:
     return sacrebleu.sentence_bleu(pred, [ref]).score / 100
 
 
-def label_parser(name: str | None) -> tuple[Callable[[str], Counter], Callable[[str], Counter]] | None:
-    """(parse generated text, parse label column) for a named structured label."""
+# name -> (parse generated text, parse the label column), both into a multiset of labels. The
+# evaluation layer knows no task: tasks register their parsers (the chess one: vlmtune.stages).
+LabelParser = tuple[Callable[[str], Counter], Callable[[str], Counter]]
+LABEL_PARSERS: dict[str, LabelParser] = {}
+
+
+def register_label_parser(name: str, parse_text: Callable[[str], Counter], parse_label: Callable[[str], Counter]) -> None:
+    LABEL_PARSERS[name] = (parse_text, parse_label)
+
+
+def label_parser(name: str | None) -> LabelParser | None:
+    """The registered parser pair for ``data.label_parser`` (None: no structured labels)."""
     if name is None:
         return None
-    if name == "chess":
-        from vlmtune.data.synth.chess_text import parse_label, parse_pieces
-
-        return parse_pieces, parse_label
-    raise VlmtuneError(f"data.label_parser={name!r} is unknown; use 'chess'")
+    if name not in LABEL_PARSERS:
+        known = ", ".join(sorted(LABEL_PARSERS)) or "none registered"
+        raise VlmtuneError(f"data.label_parser={name!r} is unknown; registered parsers: {known} (or leave it unset)")
+    return LABEL_PARSERS[name]
 
 
 def score_sample(pred: str, ref: str, label: str | None = None, parser=None) -> dict[str, float]:

@@ -1,7 +1,8 @@
 """The README.md model card of a merged model, written from the run directory's own records.
 
-Everything comes from files the run already wrote (config.yaml, data.json, metrics.json) plus the
-merge provenance, so the card states what was trained and measured rather than what was intended.
+Everything comes from files the run already wrote (config.yaml, data.json, metrics.json: the merge
+stage reads them and passes them in) plus the merge provenance, so the card states what was
+trained and measured rather than what was intended.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 from pathlib import Path
 
 from vlmtune.evaluation.report import summary_rows
-from vlmtune.run_dir import read_json
+from vlmtune.data.schema import DEFAULT_PROMPT
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
@@ -80,12 +81,9 @@ question the model was trained with (above) for the answers its results describe
 be upright 8-bit RGB (apply the EXIF orientation), as vlmtune fed them in training."""
 
 
-def model_card(info: dict, run_dir: Path | None, model_ref: str) -> str:
-    """Markdown card; ``run_dir`` None (bare adapter) leaves data, config and results unrecorded."""
-    config_file = Path(run_dir) / "config.yaml" if run_dir else None
-    config_text = config_file.read_text() if config_file and config_file.is_file() else None
-    data = read_json(Path(run_dir) / "data.json") if run_dir else None
-    metrics = read_json(Path(run_dir) / "metrics.json") if run_dir else None
+def model_card(info: dict, records: dict, model_ref: str) -> str:
+    """Markdown card; ``records`` holds the run's config_text, data and metrics (empty for a bare adapter)."""
+    config_text, data, metrics = records.get("config_text"), records.get("data"), records.get("metrics")
     prompt, asked = _trained_prompt(config_text)
     parts = [front_matter(info), f"# {Path(model_ref).name}",
              f"A vision-language model fine-tuned with vlmtune (LoRA), merged into its base. {asked}",
@@ -99,8 +97,6 @@ def model_card(info: dict, run_dir: Path | None, model_ref: str) -> str:
 def _trained_prompt(config_text: str | None) -> tuple[str, str]:
     """(prompt for the usage example, sentence saying what the model was asked in training)."""
     import yaml
-
-    from vlmtune.data.schema import DEFAULT_PROMPT
 
     data = (yaml.safe_load(config_text) or {}).get("data", {}) if config_text else {}
     if data.get("prompt_column"):

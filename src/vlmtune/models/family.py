@@ -47,6 +47,23 @@ class FamilyHooks:
         """Whether later chat turns can be rendered through the chat template."""
         return True
 
+    def limit_image_tokens(self, processor, model_config, max_image_tokens: int) -> dict:
+        """Set the processor's own resolution arguments so that no picture gets more than
+        ``max_image_tokens`` image tokens (``model.max_image_tokens``); never raises a resolution.
+
+        Returns what it set plus ``image_tokens``, the most any picture can get now, or raises a
+        ``VlmtuneError`` when the family cannot go that low. Edits ``model_config`` too where the
+        model reads the same setting (LLaVA-NeXT's grid pinpoints). The default sets nothing and
+        returns {}: every picture gets a fixed count, which the caller measures and checks
+        (models/resolution.py). A family whose count varies with the picture must override this.
+        """
+        return {}
+
+    def for_model(self, spec: "FamilySpec", model, processor) -> "FamilySpec":
+        """The row as this loaded checkpoint needs it. Registry rows are fixed data and return
+        ``spec``; the generic row (models/generic.py) fills in what it reads off the processor."""
+        return spec
+
 
 DEFAULT_HOOKS = FamilyHooks()
 
@@ -94,6 +111,13 @@ class FamilySpec:
     extra_trainable: tuple[str, ...] = ()
     # What the row covers (checkpoints, quirks): documentation only.
     notes: str = ""
+    # Example configs (configs/*.yaml) that start from a checkpoint of this row (`vlmtune families`).
+    presets: tuple[str, ...] = ()
+    # Published checkpoints the row was checked against, as (hub id, how): "shapes" = its real config
+    # built on the meta device (parameter count, exact LoRA targets); "tokenizer" = prompts and labels
+    # with its chat template and a real tokenizer of its kind; "trained" = fine-tuned end to end.
+    # Documentation, kept honest by tests/unit/test_families_command.py.
+    verified: tuple[tuple[str, str], ...] = ()
 
     def lm_pattern(self) -> str:
         return rf"{self.lm_prefix}\.(.*\.)?({'|'.join(self.lm_leaves)})"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
@@ -13,17 +13,36 @@ from vlmtune.models.family import FamilySpec
 from vlmtune.models.registry import matching_modules
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainPlan:
+    """What trains in one run: computed once (``check_plan``), recorded in the run dir, passed on."""
+
+    targets: str  # train.lora.targets it was made from
     lora_pattern: str | None  # regex for PEFT target_modules; None = no LoRA
     whole: tuple[str, ...]  # module paths trained whole (PEFT modules_to_save)
     full: bool = False  # every parameter trains
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+
+    @property
+    def trains_vision(self) -> bool:
+        return self.full or "vision" in self.targets.split("+")
+
+    @property
+    def saves_full_model(self) -> bool:
+        """No adapter to save: a full fine-tune, or the projector alone (stage-1 alignment)."""
+        return self.full or self.lora_pattern is None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def plan_for(spec: FamilySpec, cfg: LoraConfig) -> TrainPlan:
     parts = cfg.targets.split("+")
+    shape = {"targets": cfg.targets, "r": cfg.r, "alpha": cfg.alpha, "dropout": cfg.dropout}
     if cfg.targets == "full":
-        return TrainPlan(None, (), full=True)
+        return TrainPlan(lora_pattern=None, whole=(), full=True, **shape)
     patterns = []
     if "lm" in parts:
         patterns.append(spec.lm_pattern())
@@ -35,20 +54,20 @@ def plan_for(spec: FamilySpec, cfg: LoraConfig) -> TrainPlan:
     pattern = "|".join(f"(?:{p})" for p in patterns) or None
     if pattern and whole:  # what trains whole gets no LoRA inside (e.g. IDEFICS cross-attention layers)
         pattern = rf"(?!(?:{'|'.join(re.escape(w) for w in whole)})\.)(?:{pattern})"
-    return TrainPlan(pattern, whole)
+    return TrainPlan(lora_pattern=pattern, whole=whole, **shape)
 
 
-def check_plan(model, spec: FamilySpec, cfg: LoraConfig) -> TrainPlan:
+def check_plan(model, spec: FamilySpec, cfg: LoraConfig | TrainPlan) -> TrainPlan:
     """The plan, after checking that every named part exists: fails before any work is done."""
-    plan = plan_for(spec, cfg)
+    plan = cfg if isinstance(cfg, TrainPlan) else plan_for(spec, cfg)
     if plan.lora_pattern is not None and not matching_modules(model, plan.lora_pattern):
-        raise VlmtuneError(f"train.lora.targets={cfg.targets}: no module of {type(model).__name__} matches {plan.lora_pattern}")
+        raise VlmtuneError(f"train.lora.targets={plan.targets}: no module of {type(model).__name__} matches {plan.lora_pattern}")
     for path in plan.whole:
         _part(model, spec, path)
     return plan
 
 
-def apply_plan(model, spec: FamilySpec, cfg: LoraConfig):
+def apply_plan(model, spec: FamilySpec, cfg: LoraConfig | TrainPlan):
     """Freeze the model, then make the planned parts trainable. Returns the (maybe PEFT) model."""
     plan = check_plan(model, spec, cfg)
     if plan.full:
@@ -61,7 +80,7 @@ def apply_plan(model, spec: FamilySpec, cfg: LoraConfig):
         return model
     modules = [m for p in plan.whole if _is_module(model, spec, p) for m in _expand(model, p)]
     parameters = [p for p in plan.whole if not _is_module(model, spec, p)]
-    return _peft_model(model, _peft_config(cfg, plan.lora_pattern, modules), parameters)
+    return _peft_model(model, _peft_config(plan, modules), parameters)
 
 
 def _expand(model, path: str) -> list[str]:
@@ -72,14 +91,14 @@ def _expand(model, path: str) -> list[str]:
     return [f"{path}.{i}" for i in range(len(module))] if isinstance(module, nn.ModuleList) else [path]
 
 
-def _peft_config(cfg: LoraConfig, pattern: str, modules: list[str]):
+def _peft_config(plan: TrainPlan, modules: list[str]):
     from peft import LoraConfig as PeftLoraConfig
 
     return PeftLoraConfig(
-        r=cfg.r,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=pattern,
+        r=plan.r,
+        lora_alpha=plan.alpha,
+        lora_dropout=plan.dropout,
+        target_modules=plan.lora_pattern,
         # Full paths: a bare leaf name would also match same-named modules elsewhere in the model.
         modules_to_save=modules or None,
     )

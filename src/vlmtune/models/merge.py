@@ -1,10 +1,10 @@
-"""Merge a LoRA run (or a bare PEFT adapter) into a standalone model folder plain transformers loads.
+"""Merge LoRA weights into their base: the weights part of ``vlmtune merge`` (the stage orchestrates).
 
 PEFT's ``merge_and_unload`` does the arithmetic (W + scale * B @ A) and swaps every
 ``modules_to_save`` wrapper (e.g. a trained projector) for its trained copy, so the result is
 the family's ordinary model class. This module adds what makes the folder safe and usable:
 it never writes over a user's folder, keeps the base checkpoint's dtype, refuses quantized
-base weights, and ships the processor with its chat template and a provenance marker.
+base weights, and ships the processor with its chat template and stop tokens.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ import json
 import os
 import shutil
 from dataclasses import dataclass, fields, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from vlmtune.config import EvalConfig, ModelConfig
+from vlmtune.config import ModelConfig
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.loading import RUN_MARKER, auto_config, load_model, read_run_info, resolve_model_path
+from vlmtune.models.loading import auto_config, load_model, read_run_info, resolve_model_path
+from vlmtune.models.prompting import PromptAnswerTokenizer
+from vlmtune.paths import RUN_MARKER
 
 MERGED_MARKER = "vlmtune_merged.json"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -125,34 +126,17 @@ def merged_model(peft_model):
 
 def prepare_for_plain_use(model, processor, spec) -> None:
     """What plain transformers needs to prompt and stop like vlmtune: the chat template and stop ids."""
-    from vlmtune.models.prompting import PromptAnswerTokenizer
-    from vlmtune.evaluation.generate import generation_kwargs
-
     if not getattr(processor, "chat_template", None):  # the registry's fallback, now stored with the model
         processor.chat_template = spec.fallback_template(model.config, processor.tokenizer)
-    stops = generation_kwargs(EvalConfig(), PromptAnswerTokenizer(processor, spec))
-    model.generation_config.eos_token_id = stops["eos_token_id"]
-    model.generation_config.pad_token_id = stops["pad_token_id"]
+    tok = PromptAnswerTokenizer(processor, spec)
+    model.generation_config.eos_token_id = tok.stop_token_ids()
+    model.generation_config.pad_token_id = tok.tokenizer.pad_token_id
 
 
-def provenance(source: MergeSource, base_path: str, spec, dtype: str) -> dict:
-    from vlmtune.run_dir import versions
-
+def adapter_summary(source: MergeSource) -> dict:
+    """What the adapter was (rank, targets, modules trained whole), for the provenance record."""
     adapter_cfg = json.loads((source.adapter / ADAPTER_CONFIG).read_text())
-    return {
-        "merged_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": str(source.path.resolve()),
-        "source_kind": "run" if source.run_info else "adapter",
-        "adapter": str(source.adapter.resolve()),
-        "base_model": source.base.name,
-        "base_path": str(Path(base_path).resolve()) if Path(base_path).exists() else base_path,
-        "family": spec.name,
-        "dtype": dtype,
-        "trained_quantization": source.base.quantization,
-        "lora": {k: adapter_cfg.get(k) for k in ("r", "lora_alpha", "target_modules", "modules_to_save")},
-        "run_status": source.run_info.get("status"),
-        "versions": versions(),
-    }
+    return {k: adapter_cfg.get(k) for k in ("r", "lora_alpha", "target_modules", "modules_to_save")}
 
 
 def write_folder(tmp: Path, out: Path) -> None:
@@ -162,27 +146,17 @@ def write_folder(tmp: Path, out: Path) -> None:
     os.replace(tmp, out)
 
 
-def merge(path: Path, out: Path, overwrite: bool = False, base: str | None = None,
-          device: torch.device | None = None, hub_repo: str | None = None) -> Path:
-    """Merge ``path`` (run dir or adapter dir) into the new folder ``out``; returns ``out``."""
-    from vlmtune.evaluation.model_card import model_card
-
+def write_merged(model, processor, out: Path, extra_files: dict[str, str]) -> Path:
+    """Save model + processor (+ text files such as the card) into ``out`` atomically."""
     out = Path(out)
-    check_output(out, overwrite)
-    source = find_source(path, base)
-    # CPU by default: merging is one matmul per layer, and a GPU may be busy training.
-    peft_model, processor, spec, dtype = load_adapted(source, device or torch.device("cpu"))
-    model = merged_model(peft_model)
-    prepare_for_plain_use(model, processor, spec)
-    info = provenance(source, resolve_model_path(source.base.name), spec, dtype)
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
     try:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(info, source.path if source.run_info else None, hub_repo or out.name))
-        (tmp / MERGED_MARKER).write_text(json.dumps(info, indent=2, default=str))
+        for name, text in extra_files.items():
+            (tmp / name).write_text(text)
         write_folder(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -47,6 +47,12 @@ class PromptAnswerTokenizer:
     def end_of_turn(self) -> str:
         return self.spec.hooks.end_of_turn(self.spec, self.tokenizer)
 
+    def stop_token_ids(self) -> list[int]:
+        """Ids that end generation: the end of turn the labels teach, the row's extra stops, and EOS."""
+        tok = self.tokenizer
+        stop = {tok.convert_tokens_to_ids(t) for t in (self.end_of_turn(), *self.spec.stop_tokens)}
+        return sorted(t for t in stop | {tok.eos_token_id} if t is not None and t != tok.unk_token_id)
+
     def encode_prompts(self, images: list, prompts: list[str]) -> dict:
         """Left-padded prompt batch for generation (the same prompt ids training used)."""
         texts = [self.prompt_text(p) for p in prompts]
@@ -58,14 +64,24 @@ class PromptAnswerTokenizer:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     def room_for_answer(self, prompt_len: int, answer_len: int, where: str) -> int:
-        """Answer tokens that fit; refuses when max_length would cut into the prompt's image tokens."""
-        room = self.max_length - prompt_len
-        if room < 1:
+        """Answer tokens that fit (all of them); refuses a sample that ``max_length`` would cut.
+
+        Cutting image tokens breaks the model's image-token count; cutting the answer drops its
+        end-of-turn token and teaches the model not to stop. Either way the row is named.
+        """
+        need = prompt_len + answer_len
+        if prompt_len >= self.max_length:
             raise VlmtuneError(
                 f"{where}: prompt with its image tokens is {prompt_len} tokens, data.max_length="
-                f"{self.max_length} would cut image tokens; raise data.max_length to at least {prompt_len + answer_len}"
+                f"{self.max_length} would cut image tokens; raise data.max_length to at least {need}"
             )
-        return room
+        if need > self.max_length:
+            raise VlmtuneError(
+                f"{where}: prompt ({prompt_len} tokens) + answer ({answer_len} tokens with its end of turn) = {need} > "
+                f"data.max_length={self.max_length}: the answer would be cut; raise data.max_length to at least "
+                f"{need} or shorten the answer"
+            )
+        return answer_len
 
     def encode(self, image, prompt: str, answer: str, where: str = "sample") -> dict:
         """{input_ids, labels, truncated, **image inputs}, as the family's hooks build it."""

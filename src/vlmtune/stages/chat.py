@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from vlmtune.data.pictures import open_picture
 from vlmtune.evaluation.chat import HELP, ChatSession, chat_loop
 from vlmtune.models.loading import load_for_inference
-from vlmtune.stages.predict import model_config, open_picture
+from vlmtune.run_dir import inference_config
 
 CHAT_MAX_NEW_TOKENS = 256  # eval's 32 suits captions, not conversation
 
@@ -24,7 +25,7 @@ def run_chat(model: Path, image: Path, overrides: list[str] | None = None,
     overrides = overrides or []
     if not any(o.startswith("eval.max_new_tokens=") for o in overrides):
         overrides = [f"eval.max_new_tokens={CHAT_MAX_NEW_TOKENS}", *overrides]
-    cfg = model_config(model, overrides)
+    cfg = inference_config(model, overrides)
     net, processor, spec = load_for_inference(model, dtype=cfg.model.dtype)
     session = ChatSession(net, processor, spec, cfg.eval, picture)
     interactive = stdin.isatty()

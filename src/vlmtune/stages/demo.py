@@ -13,6 +13,9 @@ from pathlib import Path
 from vlmtune.config import load_config
 from vlmtune.data.synth import cached_set
 from vlmtune.paths import cache_root
+from vlmtune.data.synth.chess import synth_chess
+from vlmtune.models.default import ensure_default_base
+from vlmtune.stages.align import run_align
 from vlmtune.stages.train import train_run
 
 DEMO_CONFIG = resources.files("vlmtune") / "configs" / "demo.yaml"
@@ -20,17 +23,12 @@ DEMO_CONFIG = resources.files("vlmtune") / "configs" / "demo.yaml"
 
 def chess_data(n: int, size: int, seed: int, test_ratio: float) -> Path:
     """Synthesised once per recipe into the cache; a repeat demo reuses the pictures."""
-    from vlmtune.data.synth.chess import synth_chess
-
     recipe = {"n": n, "size": size, "seed": seed, "test_ratio": test_ratio}
     return cached_set("chess", recipe, lambda out: synth_chess(out, n=n, seed=seed, size=size, test_ratio=test_ratio))
 
 
 def realigned_base() -> Path:
     """Stage 1 again (``vlmtune align`` into the cache instead of the packaged projector)."""
-    from vlmtune.models.default import ensure_default_base
-    from vlmtune.stages.align import run_align
-
     projector = cache_root() / "projector-realigned.safetensors"
     run_align(out=projector, steps=300, n_images=3000, seed=0, overrides=[])
     return ensure_default_base(projector=projector)
@@ -47,4 +45,5 @@ def run_demo(out: Path, config_file: Path | None, overrides: list[str], pictures
     metrics = train_run(cfg, overwrite=True)
     minutes = (time.perf_counter() - start) / 60
     print(f"demo finished in {minutes:.1f} min; open {Path(cfg.output_dir) / 'report.html'}")
+    print(f"see it in the browser, on your own photos: vlmtune serve {cfg.output_dir}")
     return metrics

@@ -14,7 +14,7 @@ from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.predictions import predict_split, summarize, write_predictions
 from vlmtune.models.loading import load_for_inference, read_run_info
 from vlmtune.run_dir import write_json
-from vlmtune.stages.train import open_dataset
+from vlmtune.data.run_data import open_dataset
 
 
 def run_evaluate(path: Path, split: str, overrides: list[str], out: Path | None = None) -> dict:
@@ -22,7 +22,8 @@ def run_evaluate(path: Path, split: str, overrides: list[str], out: Path | None 
     if not path.exists():
         raise VlmtuneError(f"{path}: not found; pass a run directory or a model directory")
     is_run = bool(read_run_info(path))
-    cfg = load_config(path / "config.yaml" if is_run else None, overrides)
+    # Evaluation trains nothing: a tracker the run logged to need not be installed here.
+    cfg = load_config(path / "config.yaml" if is_run else None, ["train.report_to=none", *overrides])
     if not is_run and not cfg.data.path:
         raise VlmtuneError(f"{path} is not a vlmtune run: add data.path=DATA to say what to evaluate it on")
     data = open_dataset(cfg)

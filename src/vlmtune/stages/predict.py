@@ -11,65 +11,14 @@ import json
 import os
 from pathlib import Path
 
-from PIL import Image
-
-from vlmtune.config import EvalConfig, RunConfig, load_config
+from vlmtune.config import EvalConfig
+from vlmtune.data.pictures import check_picture, open_picture, picture_paths
 from vlmtune.errors import VlmtuneError
 from vlmtune.evaluation.generate import generate_answers
-from vlmtune.models.loading import load_for_inference, read_run_info
+from vlmtune.models.loading import load_for_inference
+from vlmtune.run_dir import inference_config
 
 CHUNK_BATCHES = 4  # decoded pictures held at once = batch_size * this (phone photos are large)
-
-
-def picture_paths(items: list[Path]) -> list[Path]:
-    """Files as given, folders expanded to the pictures below them (sorted); missing ones refused."""
-    from vlmtune.data.images import list_images
-
-    paths: list[Path] = []
-    for item in map(Path, items):
-        if item.is_dir():
-            found = [item / name for name in list_images(item)]
-            if not found:
-                raise VlmtuneError(f"{item}: folder holds no pictures")
-            paths += found
-        elif item.is_file():
-            paths.append(item)
-        else:
-            raise VlmtuneError(f"{item}: no such file")
-    if not paths:
-        raise VlmtuneError("no pictures given")
-    return paths
-
-
-def check_picture(path: Path) -> None:
-    """Header checks only (no decoding): missing plugin, not an image, corrupt header, bomb guard."""
-    from vlmtune.data.images import UnusableImage, open_image
-
-    try:
-        with open_image(path):
-            pass
-    except UnusableImage as err:
-        raise VlmtuneError(f"{path}: {err.reason}") from None
-    except OSError as err:
-        raise VlmtuneError(f"{path}: cannot read ({err.strerror or err})") from None
-
-
-def open_picture(path: str | Path) -> Image.Image:
-    """What the model sees: decoded, EXIF-upright 8-bit RGB (HEIC via the pillow-heif plugin)."""
-    from vlmtune.data.images import UnusableImage, decode, model_rgb, open_image
-
-    path = Path(path)
-    if not path.is_file():
-        raise VlmtuneError(f"{path}: no such file")
-    try:
-        with open_image(path) as im:
-            decode(im)
-            rgb = model_rgb(im)
-            return rgb.copy() if rgb is im else rgb  # closing the file would invalidate ``im`` itself
-    except UnusableImage as err:
-        raise VlmtuneError(f"{path}: {err.reason}") from None
-    except OSError as err:
-        raise VlmtuneError(f"{path}: cannot read ({err.strerror or err})") from None
 
 
 def option_overrides(max_new_tokens: int | None = None, batch_size: int | None = None, num_beams: int | None = None,
@@ -86,13 +35,6 @@ def option_overrides(max_new_tokens: int | None = None, batch_size: int | None =
     return items
 
 
-def model_config(model: Path, overrides: list[str]) -> RunConfig:
-    """A run's own config (its prompt and eval settings) as the defaults, else vlmtune's."""
-    run_config = Path(model) / "config.yaml"
-    is_run = bool(read_run_info(Path(model))) and run_config.is_file()
-    return load_config(run_config if is_run else None, overrides)
-
-
 def write_rows(path: Path, rows: list[dict]) -> None:
     with open(path, "a", encoding="utf-8") as f:
         for row in rows:
@@ -107,7 +49,7 @@ def run_predict(model: Path, images: list[Path], output: Path, prompt: str | Non
     paths = picture_paths(images)
     for path in paths:
         check_picture(path)
-    cfg = model_config(model, overrides or [])
+    cfg = inference_config(model, overrides or [])
     prompt = prompt or cfg.data.prompt
     net, processor, spec = load_for_inference(model, dtype=cfg.model.dtype)
     rows = predict_files(net, processor, spec, paths, prompt, cfg.eval, output)

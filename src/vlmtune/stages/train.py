@@ -2,40 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from vlmtune.config import RunConfig, load_config
 from vlmtune.models.prompting import PromptAnswerTokenizer
-from vlmtune.data.schema import TEST, TRAIN
-from vlmtune.errors import VlmtuneError
+from vlmtune.data.run_data import open_data, validation_for
+from vlmtune.data.schema import TEST, TRAIN, VALIDATION
 from vlmtune.evaluation.predictions import predict_split, read_predictions, summarize, write_predictions
+from vlmtune.evaluation.metrics import label_parser
 from vlmtune.evaluation.report import print_summary, summary_rows, write_report
-from vlmtune.models.loading import ADAPTER_DIR, FULL_MODEL_DIR, load_model
-from vlmtune.models.lora import check_plan, plan_for
+from vlmtune.models.loading import load_for_inference, load_model
+from vlmtune.paths import ADAPTER_DIR, FULL_MODEL_DIR
+from vlmtune.models.lora import TrainPlan, check_plan
+from vlmtune.models.resolution import print_sequence_stats
 from vlmtune.run_dir import RunDir, read_json, write_json
-from vlmtune.training.fit import encode_split, fit
-
-
-def open_dataset(cfg: RunConfig):
-    """The configured data as a canonical DatasetDict with non-empty train and test splits."""
-    from vlmtune.data.build import load_source
-    from vlmtune.data.captions import Columns
-    from vlmtune.data.check import CheckOptions
-
-    if not cfg.data.path:
-        raise VlmtuneError("data.path is not set: point it at a caption folder or a built dataset")
-    d = cfg.data
-    columns = Columns(image=d.image_column, caption=d.caption_column, prompt=d.prompt_column)
-    data, _ = load_source(d.path, CheckOptions(columns=columns, prompt=d.prompt, test_ratio=d.test_ratio))
-    if TRAIN not in data or len(data[TRAIN]) == 0:
-        raise VlmtuneError(f"data.path={d.path}: the train split is empty")
-    if TEST not in data or len(data[TEST]) == 0:
-        raise VlmtuneError(f"data.path={d.path}: no test split; add split=test rows or raise data.test_ratio")
-    return data
-
-
-def fingerprint(data) -> dict:
-    return {split: {"rows": len(ds), "fingerprint": getattr(ds, "_fingerprint", None)} for split, ds in data.items()}
+from vlmtune.training.distributed import check_launch, is_main_process, save_trained, sharded, wait_for_everyone
+from vlmtune.training.fit import encode_split, fit, ready, resume_checkpoint
+from vlmtune.training.trackers import log_results
 
 
 def evaluate_into(run: RunDir, name: str, model, processor, spec, data, cfg: RunConfig) -> list[dict]:
@@ -62,34 +46,103 @@ def write_run_report(run: RunDir, data, cfg: RunConfig, base: list[dict] | None,
     return metrics
 
 
-def train_run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
-    run = RunDir(Path(cfg.output_dir)).prepare(cfg, overwrite=overwrite, resume=resume)
-    data = open_dataset(cfg)
-    write_json(run / "data.json", fingerprint(data))
-    model, processor, spec, dtype = load_model(cfg.model, training=True)
-    check_plan(model, spec, cfg.train.lora)  # a wrong target or max_length stops before any work
-    encoder = PromptAnswerTokenizer(processor, spec, cfg.data.max_length)
-    train_ex, test_ex = encode_split(encoder, data[TRAIN], TRAIN), encode_split(encoder, data[TEST], TEST)
-    base = None
-    if cfg.eval.before:
-        cached = run / "predictions/base.jsonl"
-        base = read_predictions(cached) if resume and cached.is_file() else evaluate_into(run, "base", model, processor, spec, data, cfg)
-    run.mark(cfg, status="training", family=spec.name)
-    needs_eval = cfg.train.eval_each_epoch or cfg.train.early_stopping_patience > 0
-    result = fit(model, spec, dtype, train_ex, test_ex if needs_eval else None, cfg,
-                 str(run / "checkpoints"), processor.tokenizer.pad_token_id, resume=resume)
-    weights = FULL_MODEL_DIR if plan_for(spec, cfg.train.lora).full or cfg.train.lora.targets == "projector" else ADAPTER_DIR
-    result.model.save_pretrained(run / weights)
-    processor.save_pretrained(run / weights)
-    write_json(run / "log_history.json", result.log_history)
-    run.mark(cfg, status="trained", weights=weights, family=spec.name)
-    tuned = evaluate_into(run, "tuned", result.model, processor, spec, data, cfg)
+@dataclass
+class Session:
+    """What one ``train`` run holds between its phases."""
+
+    cfg: RunConfig
+    run: RunDir
+    main: bool  # the main process writes the run dir, evaluates and reports (others only train)
+    data: object  # DatasetDict: train, test and maybe validation
+    validation: object | None
+    model: object = None
+    processor: object = None
+    spec: object = None
+    dtype: object = None
+    plan: TrainPlan | None = None
+
+
+def start(cfg: RunConfig, resume: bool, overwrite: bool) -> tuple[Session, Path | bool]:
+    """Refusals first, then the run dir and the data; (session, checkpoint to resume or False)."""
+    label_parser(cfg.data.label_parser)  # an unknown parser stops before any work, not after training
+    check_launch(cfg.model.quantization, cfg.model.device_map)
+    # Several processes (accelerate launch / torchrun): all train; the run dir, the before/after
+    # evaluation and the report are the main process's (a failure there stops the launcher's group).
+    main = is_main_process()
+    run = RunDir(Path(cfg.output_dir))
+    if main:
+        run.prepare(cfg, overwrite=overwrite, resume=resume)
+    wait_for_everyone()
+    checkpoint = resume_checkpoint(run / "checkpoints") if resume else False
+    data, record = open_data(cfg)
+    if resume:
+        run.check_resume_data(record)
+    if main:
+        write_json(run / "data.json", record)
+    return Session(cfg, run, main, data, validation_for(cfg, data)), checkpoint
+
+
+def load(s: Session) -> None:
+    """The base model and the run's training plan, made once (a wrong target stops here)."""
+    s.model, s.processor, s.spec, s.dtype = load_model(s.cfg.model, training=True)
+    s.plan = check_plan(s.model, s.spec, s.cfg.train.lora)
+
+
+def encoded(s: Session):
+    """(train, validation) ready for the Trainer. Every row is encoded once now, so a row that
+    cannot be trained on stops the run before the base evaluation; nothing is held: the Trainer
+    encodes or reads each example when it draws it."""
+    encoder = PromptAnswerTokenizer(s.processor, s.spec, s.cfg.data.max_length)
+    seen: list[dict] = []  # token ids only, for the statistics line
+    train = ready(s.model, s.spec, s.cfg, encode_split(encoder, s.data[TRAIN], TRAIN), s.run.path,
+                  observe=lambda e: seen.append({"input_ids": e["input_ids"]}), plan=s.plan)
+    print_sequence_stats(s.processor, seen, TRAIN, s.cfg.data.max_length)
+    if s.validation is None:
+        return train, None
+    return train, ready(s.model, s.spec, s.cfg, encode_split(encoder, s.validation, VALIDATION), s.run.path, plan=s.plan)
+
+
+def base_predictions(s: Session, resume: bool) -> list[dict] | None:
+    """The base model's answers on the test split (kept from before a crash when resuming)."""
+    if not (s.cfg.eval.before and s.main):
+        return None
+    cached = s.run / "predictions/base.jsonl"
+    if resume and cached.is_file():
+        return read_predictions(cached)
+    return evaluate_into(s.run, "base", s.model, s.processor, s.spec, s.data, s.cfg)
+
+
+def finish(s: Session, result, weights: str, base: list[dict] | None) -> dict:
+    """Main process: save the processor and history, evaluate the tuned model, report."""
+    s.processor.save_pretrained(s.run / weights)
+    write_json(s.run / "log_history.json", result.log_history)
+    s.run.mark(s.cfg, status="trained", weights=weights, family=s.spec.name)
+    # A sharded model holds a slice of each weight per process: evaluate the saved one instead.
+    tuned_model = result.model if sharded() is None else load_for_inference(s.run.path, s.cfg.model.dtype)[0]
+    tuned = evaluate_into(s.run, "tuned", tuned_model, s.processor, s.spec, s.data, s.cfg)
     facts = {"train_seconds": round(result.seconds, 1), "trainable_parameters": result.trainable,
-             "trainable_share": round(result.trainable / result.total, 4), "train_rows": len(data[TRAIN]),
-             "test_rows": len(data[TEST]), "family": spec.name}
-    metrics = write_run_report(run, data, cfg, base, tuned, facts)
-    run.mark(cfg, status="done", weights=weights, family=spec.name)
+             "trainable_share": round(result.trainable / result.total, 4), "train_rows": len(s.data[TRAIN]),
+             "validation_rows": 0 if s.validation is None else len(s.validation), "test_rows": len(s.data[TEST]),
+             "family": s.spec.name}
+    metrics = write_run_report(s.run, s.data, s.cfg, base, tuned, facts)
+    log_results(result.trainer, metrics, base, tuned)  # train.report_to: metrics + per-picture answers
+    s.run.mark(s.cfg, status="done", weights=weights, family=s.spec.name)
     return metrics
+
+
+def train_run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
+    s, checkpoint = start(cfg, resume, overwrite)
+    load(s)
+    train, validation = encoded(s)
+    base = base_predictions(s, resume)
+    if s.main:
+        s.run.mark(cfg, status="training", family=s.spec.name, plan=s.plan.to_dict())
+    wait_for_everyone()
+    result = fit(s.model, s.spec, s.dtype, train, validation, cfg, str(s.run / "checkpoints"),
+                 s.processor.tokenizer.pad_token_id, resume=checkpoint, plan=s.plan)
+    weights = FULL_MODEL_DIR if s.plan.saves_full_model else ADAPTER_DIR
+    save_trained(result.model, result.trainer, s.run / weights)  # FSDP / ZeRO-3: gathered from every process
+    return finish(s, result, weights, base) if s.main else {}
 
 
 def run_train(config_file: Path | None, overrides: list[str], resume: bool, overwrite: bool) -> dict:

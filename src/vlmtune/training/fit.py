@@ -7,16 +7,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
 from vlmtune.config import RunConfig
 from vlmtune.training.collate import Collator
+from vlmtune.training.distributed import sharded
 from vlmtune.models.prompting import PromptAnswerTokenizer
-from vlmtune.data.images import model_rgb
-from vlmtune.models.dtype import autocast_bf16
-from vlmtune.models.lora import apply_plan, plan_for, trainable_share
+from vlmtune.models.dtype import autocast_bf16, keep_fp32_masters
+from vlmtune.models.lora import TrainPlan, apply_plan, plan_for, trainable_share
 from vlmtune.models.family import FamilySpec
 from vlmtune.training.checkpoints import newest_valid_checkpoint, require_disk_room
+from vlmtune.errors import VlmtuneError
+from vlmtune.training.examples import EncodedRows, Observer, cached_rows, observed
 from vlmtune.training.features import compute_features
 from vlmtune.training.trainer import ListDataset, VlmTrainer, training_arguments
 
@@ -31,39 +33,66 @@ class FitResult:
     log_history: list = field(default_factory=list)
 
 
-def encode_split(encoder: PromptAnswerTokenizer, dataset, desc: str) -> list[dict]:
-    """Tokenize every row once (images decoded once); warn about answers cut by max_length."""
-    examples, truncated = [], 0
-    for i, row in enumerate(tqdm(dataset, desc=f"tokenizing {desc}", unit="sample")):
-        example = encoder.encode(model_rgb(row["image"]), row["prompt"], row["answer"], where=f"{desc} row {i}")
-        truncated += example.pop("truncated")
-        examples.append(example)
-    if truncated:
-        print(f"warning: {truncated} {desc} answers were cut at data.max_length={encoder.max_length}")
+def encode_split(encoder: PromptAnswerTokenizer, dataset, desc: str) -> EncodedRows:
+    """A split encoded lazily; ``fit`` (or ``ready``, called earlier) checks every row before training."""
+    return EncodedRows(encoder, dataset, desc)
+
+
+def uses_feature_cache(spec: FamilySpec, cfg: RunConfig, plan: TrainPlan | None = None) -> bool:
+    plan = plan or plan_for(spec, cfg.train.lora)
+    # FSDP unshards the projector only inside the model's forward; the cache calls it outside.
+    return cfg.train.feature_cache and spec.feature_cache and not plan.trains_vision and sharded() != "fsdp"
+
+
+def ready(model, spec: FamilySpec, cfg: RunConfig, examples, folder: Path | None = None,
+          observe: Observer | None = None, plan: TrainPlan | None = None) -> Dataset:
+    """What the Trainer draws from, every row encoded once by now (a bad row stops here).
+
+    ``examples`` is an ``EncodedRows`` (lazy: the feature cache gets its one pass, otherwise the
+    rows are checked), a dataset made ready before (returned as is) or a list of encoded examples.
+    ``observe`` sees each example of that pass (pixels still in), so callers need no pass of their own.
+    """
+    cache = uses_feature_cache(spec, cfg, plan)
+    if isinstance(examples, list):  # encoded by the caller (tests, benchmarks): features in place
+        examples = list(observed(examples, observe))
+        return ListDataset(compute_features(model, spec, examples) if cache else examples)
+    if isinstance(examples, EncodedRows):
+        return cached_rows(model, spec, examples, folder, observe) if cache else examples.check(observe)
     return examples
 
 
-def uses_feature_cache(spec: FamilySpec, cfg: RunConfig) -> bool:
-    plan = plan_for(spec, cfg.train.lora)
-    vision_trains = plan.full or "vision" in cfg.train.lora.targets
-    return cfg.train.feature_cache and spec.feature_cache and not vision_trains
+def resume_checkpoint(output_dir: Path) -> Path:
+    """The newest complete checkpoint; resuming without one is an error, never a silent restart."""
+    checkpoint = newest_valid_checkpoint(output_dir)
+    if checkpoint is None:
+        raise VlmtuneError(
+            f"{output_dir}: --resume found no complete checkpoint to continue from; "
+            "start again without --resume (add --overwrite to replace the run)"
+        )
+    return checkpoint
 
 
-def fit(model, spec: FamilySpec, dtype: torch.dtype, train: list[dict], evals: list[dict] | None,
-        cfg: RunConfig, output_dir: str, pad_id: int, callbacks=(), resume: bool = False) -> FitResult:
-    if uses_feature_cache(spec, cfg):
-        compute_features(model, spec, train + (evals or []))
+def fit(model, spec: FamilySpec, dtype: torch.dtype, train, evals, cfg: RunConfig, output_dir: str, pad_id: int,
+        callbacks=(), resume: bool | Path = False, plan: TrainPlan | None = None) -> FitResult:
+    """Fine-tune on ``train`` (eval loss on ``evals``: a validation split, never test).
+
+    ``train``/``evals``: see ``ready``. ``resume``: True for the newest complete checkpoint in
+    ``output_dir`` (an error when there is none), or the checkpoint itself. ``plan``: the run's
+    training plan (made from ``cfg.train.lora`` when not given).
+    """
+    plan = plan or plan_for(spec, cfg.train.lora)
+    checkpoint = None if resume is False else resume if isinstance(resume, Path) else resume_checkpoint(Path(output_dir))
+    train = ready(model, spec, cfg, train, Path(output_dir), plan=plan)
+    evals = ready(model, spec, cfg, evals, Path(output_dir), plan=plan) if evals is not None and len(evals) else None
     from transformers import set_seed
 
     set_seed(cfg.train.seed)  # LoRA init draws from the global RNG: same seed, same adapter start
-    model = apply_plan(model, spec, cfg.train.lora)
+    model = apply_plan(model, spec, plan)
+    keep_fp32_masters(model, dtype)  # bf16 weights: projector & co. would lose small updates to rounding
     trainable, total = trainable_share(model)
     print(f"trainable parameters: {trainable:,} of {total:,} ({100 * trainable / total:.2f}%)")
     if cfg.train.save_steps >= 0:
-        require_disk_room(Path(output_dir), trainable, total, plan_for(spec, cfg.train.lora).full)
-    checkpoint = newest_valid_checkpoint(Path(output_dir)) if resume else None
-    if resume and checkpoint is None:
-        print(f"no complete checkpoint in {output_dir}: training from the start")
+        require_disk_room(Path(output_dir), trainable, total, plan.full)
     callbacks = list(callbacks)
     if cfg.train.early_stopping_patience > 0 and evals:
         from transformers import EarlyStoppingCallback
@@ -75,7 +104,7 @@ def fit(model, spec: FamilySpec, dtype: torch.dtype, train: list[dict], evals: l
         use_cpu=device.type == "cpu",
     )
     trainer = VlmTrainer(
-        model=model, args=args, train_dataset=ListDataset(train), eval_dataset=ListDataset(evals) if evals else None,
+        model=model, args=args, train_dataset=train, eval_dataset=evals,
         data_collator=Collator(pad_id, spec.seq_keys), spec=spec, projector_lr=cfg.train.projector_lr, callbacks=callbacks,
     )
     start = time.perf_counter()

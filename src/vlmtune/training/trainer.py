@@ -15,9 +15,11 @@ from torch.utils.data import Dataset
 from transformers import Trainer, TrainingArguments
 
 from vlmtune.config import TrainConfig
+from vlmtune.errors import VlmtuneError
 from vlmtune.models.prompting import IGNORE
 from vlmtune.models.family import FamilySpec
 from vlmtune.training.features import FEATURES, encoder_outputs
+from vlmtune.training.trackers import PROJECT, run_name
 
 
 class ListDataset(Dataset):
@@ -66,14 +68,34 @@ class VlmTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def create_optimizer(self, model=None):
-        if self.projector_lr is None or self.optimizer is not None:
-            return super().create_optimizer(model)
-        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        lora = [p for n, p in named if "lora_" in n]
-        whole = [p for n, p in named if "lora_" not in n]
-        groups = [{"params": lora, "lr": self.args.learning_rate}, {"params": whole, "lr": self.projector_lr}]
-        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=self.args.weight_decay)
-        return self.optimizer
+        """Trainer's own optimizer (train.optim, betas, epsilon, no decay on biases and norms);
+        with ``projector_lr`` each of its groups is split so whole-trained parameters get that rate."""
+        fresh = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        if fresh and self.projector_lr is not None:
+            whole = {id(p) for n, p in (model or self.model).named_parameters() if p.requires_grad and "lora_" not in n}
+            split_learning_rates(optimizer, whole, self.projector_lr, self.args.optim)
+        return optimizer
+
+
+def split_learning_rates(optimizer, whole: set[int], lr: float, optim: str) -> None:
+    """Split every param group in two, the ``whole`` parameters at ``lr``; other settings kept.
+
+    Done on the optimizer Trainer built, before its first step (no state yet), so everything
+    Trainer sets up (decay groups, optimizer kwargs, bitsandbytes overrides) stays as it is.
+    """
+    groups = []
+    for group in optimizer.param_groups:
+        for at_lr in (False, True):
+            params = [p for p in group["params"] if (id(p) in whole) == at_lr]
+            if params:
+                groups.append({**group, "params": params, **({"lr": lr} if at_lr else {})})
+    if not whole <= {id(p) for g in groups for p in g["params"]} or not hasattr(optimizer, "add_param_group"):
+        raise VlmtuneError(f"train.optim={optim} manages its own parameter groups and cannot give the projector "
+                           "its own learning rate; unset train.projector_lr")
+    optimizer.param_groups.clear()
+    for group in groups:
+        optimizer.add_param_group(group)
 
 
 def training_arguments(cfg: TrainConfig, output_dir: str, bf16: bool, has_eval: bool, use_cpu: bool) -> TrainingArguments:
@@ -90,6 +112,10 @@ def training_arguments(cfg: TrainConfig, output_dir: str, bf16: bool, has_eval: 
         lr_scheduler_type=cfg.scheduler,
         warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay,
+        optim=cfg.optim,
+        adam_beta1=cfg.adam_beta1,
+        adam_beta2=cfg.adam_beta2,
+        adam_epsilon=cfg.adam_epsilon,
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=bf16,
@@ -110,5 +136,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, bf16: bool, has_eval: 
         remove_unused_columns=False,
         dataloader_num_workers=0,
         report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        project=PROJECT,  # trackio's project; the run name lets log_results reopen the run after training
+        run_name=run_name(output_dir),
         disable_tqdm=False,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 from functools import cache
 
+from vlmtune.errors import VlmtuneError
 from vlmtune.models.families.cross_attention import CrossAttentionHooks
 from vlmtune.models.families.processors import OnePicturePerPrompt
 from vlmtune.models.families.qwen import images_only
@@ -65,6 +66,8 @@ IDEFICS = FamilySpec(
     hooks=IdeficsHooks(),
     seq_keys=("image_attention_mask",),
     notes="IDEFICS 9B/80B (+instruct): prompts are (image, text) pairs, image_attention_mask extended over the answer",
+    presets=("configs/idefics-9b-instruct.yaml",),
+    verified=(("HuggingFaceM4/idefics-9b-instruct", "shapes+tokenizer"),),
 )
 
 
@@ -80,6 +83,45 @@ def _template(start: str) -> str:
     )
 
 
+def _too_few(max_image_tokens: int, least: int, what: str) -> VlmtuneError:
+    return VlmtuneError(f"model.max_image_tokens={max_image_tokens}: {what} needs at least {least} image tokens per "
+                        "picture (one sub-image); raise it")
+
+
+class Idefics2Hooks(FamilyHooks):
+    def limit_image_tokens(self, processor, model_config, max_image_tokens: int) -> dict:
+        """Splitting gives 5 sub-images (4 crops + the whole) of image_seq_len tokens each; off, 1."""
+        per, images = processor.image_seq_len, processor.image_processor
+        if per > max_image_tokens:
+            raise _too_few(max_image_tokens, per, "Idefics2")
+        if images.do_image_splitting and 5 * per > max_image_tokens:
+            images.do_image_splitting = False
+        return {"do_image_splitting": images.do_image_splitting,
+                "image_tokens": (5 if images.do_image_splitting else 1) * per}
+
+
+class Idefics3Hooks(FamilyHooks):
+    def limit_image_tokens(self, processor, model_config, max_image_tokens: int) -> dict:
+        """size["longest_edge"] = k tiles: a picture becomes at most k x k tiles + a global view.
+
+        Each sub-image is image_seq_len tokens; the checkpoint default (4 x 364 px, 4 x 512 px for
+        SmolVLM) allows 17 sub-images. One tile (k = 1) is the whole picture alone.
+        """
+        per, images = processor.image_seq_len, processor.image_processor
+        tile = images.max_image_size["longest_edge"]
+        k = -(-images.size["longest_edge"] // tile) if images.do_image_splitting else 1
+
+        def tokens(k: int) -> int:
+            return (k * k + 1 if k > 1 else 1) * per
+
+        if per > max_image_tokens:
+            raise _too_few(max_image_tokens, per, "Idefics3/SmolVLM")
+        while tokens(k) > max_image_tokens:
+            k -= 1
+            images.size = type(images.size)(longest_edge=k * tile)  # the processor's own SizeDict
+        return {"longest_edge": images.size["longest_edge"], "image_tokens": tokens(k)}
+
+
 IDEFICS2 = FamilySpec(
     name="idefics2",
     model_types=("idefics2",),
@@ -90,7 +132,10 @@ IDEFICS2 = FamilySpec(
     vision_leaves=CLIP_VISION,
     end_of_turn=EOU,
     chat_template=_template(""),  # no BOS in the text: the Mistral tokenizer adds <s>
+    hooks=Idefics2Hooks(),
     notes="Idefics2-8B (+chatty): Mistral-7B, SigLIP, MLP + perceiver connector, 5 sub-images with splitting",
+    presets=("configs/idefics2-8b.yaml",),
+    verified=(("HuggingFaceM4/idefics2-8b", "shapes+tokenizer"),),
 )
 
 # The template writes BOS ("<|begin_of_text|>", SmolVLM's "<|im_start|>"); Llama-3 tokenizers would
@@ -103,7 +148,11 @@ IDEFICS3 = replace(
     answer_prefix=" ",  # byte-level BPE (Llama-3, SmolLM2): "Assistant:" + " a" is "Ġa"
     chat_template=_template("{{ bos_token }}"),
     processor_kwargs=(("add_special_tokens", False),),
+    hooks=Idefics3Hooks(),
     notes="Idefics3-8B-Llama3 and SmolVLM-256M/500M/2.2B (model_type idefics3): pixel shuffle + linear connector",
+    presets=("configs/idefics3-8b.yaml", "configs/smolvlm-256m.yaml"),
+    verified=(("HuggingFaceM4/Idefics3-8B-Llama3", "shapes+tokenizer"),
+              ("HuggingFaceTB/SmolVLM-256M-Instruct", "shapes+tokenizer")),
 )
 
 
@@ -127,7 +176,7 @@ def smolvlm_processor_class() -> type:
     return SmolVLMImagesProcessor
 
 
-class SmolVLMHooks(FamilyHooks):
+class SmolVLMHooks(Idefics3Hooks):
     def load_processor(self, path: str, offline: bool = False):
         return smolvlm_processor_class().from_pretrained(path, local_files_only=offline)
 
@@ -139,4 +188,6 @@ SMOLVLM = replace(
     model_class="SmolVLMForConditionalGeneration",
     hooks=SmolVLMHooks(),
     notes="SmolVLM2 (model_type smolvlm; the first SmolVLMs are idefics3): pictures only, no video",
+    presets=("configs/smolvlm2-256m.yaml",),
+    verified=(("HuggingFaceTB/SmolVLM2-256M-Video-Instruct", "tokenizer"), ("HuggingFaceTB/SmolVLM2-2.2B-Instruct", "shapes")),
 )

@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+from vlmtune.errors import VlmtuneError
 from vlmtune.models.family import FamilyHooks, FamilySpec
 
 # CLIP (llava-1.5) names its projections q/k/v/out_proj + fc1/fc2; DINOv2 (the embedded default)
@@ -55,6 +56,46 @@ class LlavaHooks(FamilyHooks):
         return llava_template(config, tokenizer)
 
 
+def anyres_tokens(processor, pinpoint: list[int]) -> int:
+    """The most image tokens a picture tiled onto ``pinpoint`` [height, width] can get.
+
+    As LlavaNextProcessor counts them: the base view, then the tile grid's features with one
+    image_newline per feature row. A picture of exactly the pinpoint's aspect loses nothing to
+    unpadding, so it is the worst case.
+    """
+    tile = processor.image_processor.crop_size["height"]
+    side = tile // processor.patch_size
+    rows, cols = side * (pinpoint[0] // tile), side * (pinpoint[1] // tile)
+    base = side * side + processor.num_additional_image_tokens - (processor.vision_feature_select_strategy == "default")
+    return base + rows * cols + rows
+
+
+class LlavaNextHooks(LlavaHooks):
+    label = "LLaVA-NeXT"
+
+    def tile(self, processor) -> int:
+        return processor.image_processor.crop_size["height"]
+
+    def pinpoint_tokens(self, processor, pinpoint: list[int]) -> int:
+        """The most image tokens a picture tiled onto ``pinpoint`` can get."""
+        return anyres_tokens(processor, pinpoint)
+
+    def limit_image_tokens(self, processor, model_config, max_image_tokens: int) -> dict:
+        """Keep the grid pinpoints whose tiles fit; the model reads them from its config, so both change."""
+        pinpoints = [list(p) for p in processor.image_processor.image_grid_pinpoints]
+        fits = [p for p in pinpoints if self.pinpoint_tokens(processor, p) <= max_image_tokens]
+        if not fits:  # one tile beside the base view: the smallest any-resolution layout
+            tile = self.tile(processor)
+            fits = [[tile, tile]]
+            if self.pinpoint_tokens(processor, fits[0]) > max_image_tokens:
+                raise VlmtuneError(f"model.max_image_tokens={max_image_tokens}: {self.label} needs at least "
+                                   f"{self.pinpoint_tokens(processor, fits[0])} image tokens per picture (base view + "
+                                   f"one {tile} px tile); raise it")
+        processor.image_processor.image_grid_pinpoints = fits
+        model_config.image_grid_pinpoints = fits
+        return {"image_grid_pinpoints": fits, "image_tokens": max(self.pinpoint_tokens(processor, p) for p in fits)}
+
+
 LLAVA = FamilySpec(
     name="llava",
     model_types=("llava",),
@@ -66,6 +107,9 @@ LLAVA = FamilySpec(
     hooks=LlavaHooks(),
     feature_cache=True,
     notes="LLaVA-1.5 and the embedded default (DINOv2 + SmolLM2)",
+    presets=("configs/llava-1.5-7b.yaml", "configs/photos-default.yaml"),
+    verified=(("llava-hf/llava-1.5-7b-hf", "shapes+tokenizer"), ("llava-hf/llava-1.5-13b-hf", "shapes"),
+              ("default", "tokenizer+trained")),
 )
 
 # Any-resolution tiling: a base view + tiles per image (pixel_values [batch, tiles, 3, H, W] with
@@ -77,7 +121,11 @@ LLAVA_NEXT = replace(
     model_types=("llava_next",),
     model_class="LlavaNextForConditionalGeneration",
     feature_cache=False,
+    hooks=LlavaNextHooks(),
     # The learned row separator between tile rows: trained with the projector it feeds.
     extra_trainable=("model.image_newline",),
     notes="LLaVA-NeXT / 1.6: Mistral-7B, Vicuna-7B/13B, Yi-34B",
+    presets=("configs/llava-next-mistral-7b.yaml",),
+    verified=(("llava-hf/llava-v1.6-mistral-7b-hf", "shapes+tokenizer"), ("llava-hf/llava-v1.6-vicuna-7b-hf", "shapes"),
+              ("llava-hf/llava-v1.6-34b-hf", "shapes")),
 )

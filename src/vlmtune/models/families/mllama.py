@@ -68,4 +68,6 @@ MLLAMA = FamilySpec(
     # card calls the processor with add_special_tokens=False too).
     processor_kwargs=(("add_special_tokens", False),),
     notes="Llama-3.2-11B/90B-Vision (+Instruct)",
+    presets=("configs/llama-3.2-11b-vision.yaml",),
+    verified=(("meta-llama/Llama-3.2-11B-Vision-Instruct", "shapes+tokenizer"),),
 )

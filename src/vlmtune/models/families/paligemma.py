@@ -47,4 +47,6 @@ PALIGEMMA = FamilySpec(
     hooks=PaliGemmaHooks(),
     seq_keys=("token_type_ids",),
     notes="PaliGemma / PaliGemma 2 (prefix-LM, task prompts such as 'caption en')",
+    presets=("configs/paligemma-3b-224.yaml",),
+    verified=(("google/paligemma-3b-pt-224", "shapes+tokenizer"),),
 )

@@ -9,22 +9,31 @@ from __future__ import annotations
 
 from functools import cache
 
+from vlmtune.errors import VlmtuneError
 from vlmtune.models.family import LLAMA_LEAVES, FamilyHooks, FamilySpec
 
-# Stock Qwen-VL template for one user turn (default system turn, vision placeholders, ChatML).
+
+def chatml(image: str) -> str:
+    """ChatML turns with ``image`` where a picture goes (Qwen-VL, InternVL); no default system turn."""
+    return (
+        "{%- for message in messages -%}"
+        "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+        "{%- if message['content'] is string -%}{{- message['content'] -}}"
+        "{%- else -%}{%- for part in message['content'] -%}"
+        "{%- if part['type'] == 'image' -%}{{- '" + image + "' -}}"
+        "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}"
+        "{{- '<|im_end|>\\n' -}}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+    )
+
+
+QWEN_VISION = "<|vision_start|><|image_pad|><|vision_end|>"
+# Stock Qwen2-VL / Qwen2.5-VL template for one user turn (default system turn, vision placeholders, ChatML).
 QWEN_CHATML = (
     "{%- if messages[0]['role'] != 'system' -%}"
-    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}{%- endif -%}"
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}"
-    "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'image' -%}{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] == 'text' -%}{{- part['text'] -}}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}{%- endif -%}" + chatml(QWEN_VISION)
 )
 
 
@@ -59,8 +68,24 @@ class QwenHooks(FamilyHooks):
 
         return images_only(getattr(transformers, self.processor_class)).from_pretrained(path, local_files_only=offline)
 
+    def limit_image_tokens(self, processor, model_config, max_image_tokens: int) -> dict:
+        """max_pixels from the budget: one image token per merged patch of (patch_size x merge_size)^2 pixels.
 
-def _row(name: str, model_class: str, processor_class: str, vision_leaves: tuple[str, ...]) -> FamilySpec:
+        The processor resizes every picture to at most max_pixels (size["longest_edge"]), so the
+        checkpoint default (12,845,056) gives a 4032x3024 photo 15,552 tokens.
+        """
+        images = processor.image_processor
+        per_token = (images.patch_size * images.merge_size) ** 2
+        low, high = images.size["shortest_edge"], images.size["longest_edge"]
+        if max_image_tokens * per_token < low:
+            raise VlmtuneError(f"model.max_image_tokens={max_image_tokens}: this Qwen-VL processor gives every picture at "
+                               f"least {low // per_token} image tokens (min_pixels={low}); raise it")
+        high = min(high, max_image_tokens * per_token)
+        images.size = type(images.size)(shortest_edge=low, longest_edge=high)  # the processor's own SizeDict
+        return {"max_pixels": high, "min_pixels": low, "image_tokens": high // per_token}
+
+
+def _row(name: str, model_class: str, processor_class: str, vision_leaves: tuple[str, ...], **docs) -> FamilySpec:
     return FamilySpec(
         name=name,
         model_types=(name,),
@@ -78,10 +103,14 @@ def _row(name: str, model_class: str, processor_class: str, vision_leaves: tuple
         hooks=QwenHooks(processor_class),
         seq_keys=("mm_token_type_ids",),
         notes="dynamic resolution; M-RoPE positions from mm_token_type_ids + image_grid_thw",
+        **docs,  # presets, verified
     )
 
 
 # Qwen2-VL vision blocks: fused qkv + proj, GELU MLP fc1/fc2; Qwen2.5-VL: SwiGLU gate/up/down.
-QWEN2_VL = _row("qwen2_vl", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", ("qkv", "proj", "fc1", "fc2"))
+QWEN2_VL = _row("qwen2_vl", "Qwen2VLForConditionalGeneration", "Qwen2VLProcessor", ("qkv", "proj", "fc1", "fc2"),
+               presets=("configs/qwen2-vl-2b-qlora.yaml",),
+               verified=(("Qwen/Qwen2-VL-2B-Instruct", "shapes+tokenizer"), ("Qwen/Qwen2-VL-7B-Instruct", "shapes+tokenizer")))
 QWEN2_5_VL = _row("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLProcessor",
-                  ("qkv", "proj", "gate_proj", "up_proj", "down_proj"))
+                  ("qkv", "proj", "gate_proj", "up_proj", "down_proj"), presets=("configs/qwen2.5-vl-7b.yaml",),
+                  verified=(("Qwen/Qwen2.5-VL-7B-Instruct", "shapes+tokenizer"),))
