@@ -25,7 +25,6 @@ check but QLoRA end to end at a tiny width on the CPU (a minute).
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import sys
@@ -40,7 +39,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 from PIL import Image  # noqa: E402
 
-import families_tiny  # noqa: E402
+from gpu_common import Recorder, word_tokenizer  # noqa: E402
 import vlmtune.training.fit as fit_module  # noqa: E402
 from vlmtune.config import ModelConfig, load_config  # noqa: E402
 from vlmtune.models.dtype import quantized_under, unquantized_prefixes  # noqa: E402
@@ -69,27 +68,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class Recorder:
-    def __init__(self, path: Path):
-        self.path, self.results = path, {}
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def __call__(self, name: str, **values) -> None:
-        self.results[name] = values
-        print(name, json.dumps(values, default=str), flush=True)
-        self.path.write_text(json.dumps(self.results, indent=1, default=str))  # partial results survive a timeout
-
-
-def tokenizer():
-    specials, bos, eos, pad, _ = families_tiny.NEXT_SPECIALS["mistral"]
-    return families_tiny.word_tokenizer(specials, bos, eos, pad, bos_first=True)
-
-
 def model_config(args):
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(args.config)
-    config.image_token_id = tokenizer().convert_tokens_to_ids("<image>")  # our word-level tokenizer's id
+    config.image_token_id = word_tokenizer().convert_tokens_to_ids("<image>")  # our word-level tokenizer's id
     text, vision = config.text_config, config.vision_config
     if args.shrink:
         text.update(dict(hidden_size=64, intermediate_size=128, num_attention_heads=2, num_key_value_heads=1,
@@ -103,7 +86,7 @@ def model_config(args):
 def processor_for(config):
     from transformers import LlavaNextImageProcessorPil, LlavaNextProcessor
 
-    tok = tokenizer()
+    tok = word_tokenizer()
     size = config.vision_config.image_size
     images = LlavaNextImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size},
                                         image_grid_pinpoints=config.image_grid_pinpoints)

@@ -38,7 +38,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT / "tests")]
 
 from PIL import Image  # noqa: E402
 
-import families_tiny  # noqa: E402
+from gpu_common import Recorder, word_tokenizer  # noqa: E402
 import tiny  # noqa: E402
 from vlmtune.config import load_config  # noqa: E402
 from vlmtune.models.memory import GiB  # noqa: E402
@@ -54,22 +54,6 @@ SHAPES = {  # name -> (shipped config, targets, batch, picture size, extra overr
     "next7b": ("llava-next-mistral-7b", "lm+vision+projector", 2, (672, 672), ["train.gradient_checkpointing=true"]),
     "llava13b": ("llava-1.5-13b", "lm+projector", 4, (640, 480), []),
 }
-
-
-class Recorder:
-    def __init__(self, path: Path):
-        self.path, self.results = path, {}
-        path.parent.mkdir(parents=True, exist_ok=True)
-
-    def __call__(self, name: str, **values) -> None:
-        self.results[name] = values
-        print(name, json.dumps(values, default=str), flush=True)
-        self.path.write_text(json.dumps(self.results, indent=1, default=str))  # partial results survive a timeout
-
-
-def word_tokenizer():
-    specials, bos, eos, pad, _ = families_tiny.NEXT_SPECIALS["mistral"]
-    return families_tiny.word_tokenizer(specials, bos, eos, pad, bos_first=True)
 
 
 def build(name: str, layers: int = 0):
