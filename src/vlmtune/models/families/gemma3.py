@@ -22,10 +22,9 @@ Data, checked against transformers' gemma3 code:
 
 from __future__ import annotations
 
-from functools import cache
 
 from vlmtune.models.families.llava import CLIP_LIKE_VISION
-from vlmtune.models.families.processors import OnePicturePerPrompt
+from vlmtune.models.families.processors import picture_per_prompt
 from vlmtune.models.family import FamilyHooks, FamilySpec
 
 # The Gemma 3 instruct template (as the checkpoints ship it), for checkpoints whose processor has none.
@@ -54,15 +53,11 @@ GEMMA3_TEMPLATE = (
 )
 
 
-@cache
 def gemma3_processor_class() -> type:
     """The stock Gemma3Processor, one picture per prompt (its own layout gives a flat list to the first prompt)."""
     from transformers import Gemma3Processor
 
-    class Gemma3PicturePerPrompt(OnePicturePerPrompt, Gemma3Processor):
-        pass
-
-    return Gemma3PicturePerPrompt
+    return picture_per_prompt(Gemma3Processor)
 
 
 class Gemma3Hooks(FamilyHooks):

@@ -26,12 +26,11 @@ Data, checked against transformers' lfm2_vl and lfm2 code:
 
 from __future__ import annotations
 
-from functools import cache
 
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.families.lfm2_vl_images import lfm2_vl_image_processor_class
 from vlmtune.models.families.llava import CLIP_LIKE_VISION
-from vlmtune.models.families.processors import OnePicturePerPrompt
+from vlmtune.models.families.processors import picture_per_prompt
 from vlmtune.models.family import FamilyHooks, FamilySpec
 
 # LFM2's ChatML, for processors that ship no template of their own.
@@ -51,16 +50,12 @@ LFM2_VL_TEMPLATE = (
 LFM2_LEAVES = ("q_proj", "k_proj", "v_proj", "out_proj", "in_proj", "w1", "w2", "w3")
 
 
-@cache
 def lfm2_vl_processor_class() -> type:
     """The stock Lfm2VlProcessor, one picture per prompt (its own layout gives a flat list to the first prompt)."""
     # Imported here as every row does: importing the registry must not import transformers' processors.
     from transformers import Lfm2VlProcessor
 
-    class Lfm2VlPicturePerPrompt(OnePicturePerPrompt, Lfm2VlProcessor):
-        pass
-
-    return Lfm2VlPicturePerPrompt
+    return picture_per_prompt(Lfm2VlProcessor)
 
 
 class Lfm2VlHooks(FamilyHooks):

@@ -20,10 +20,9 @@ Decisions:
 
 from __future__ import annotations
 
-from functools import cache
 
 from vlmtune.models.families.cross_attention import CrossAttentionHooks
-from vlmtune.models.families.processors import OnePicturePerPrompt
+from vlmtune.models.families.processors import picture_per_prompt
 from vlmtune.models.family import FamilySpec
 
 # Llama-3 chat as the Llama-3.2-Vision-Instruct template writes it for one user turn with a picture.
@@ -35,14 +34,10 @@ LLAMA3_VISION_TEMPLATE = (
 )
 
 
-@cache
 def mllama_processor_class() -> type:
     from transformers import MllamaProcessor
 
-    class MllamaPicturePerPrompt(OnePicturePerPrompt, MllamaProcessor):
-        pass
-
-    return MllamaPicturePerPrompt
+    return picture_per_prompt(MllamaProcessor)
 
 
 class MllamaHooks(CrossAttentionHooks):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import cache
+
 
 class OnePicturePerPrompt:
     """Mixin: a flat list of pictures beside a list of prompts is one picture per prompt.
@@ -18,3 +20,10 @@ class OnePicturePerPrompt:
     def to_dict(self):  # saved as the stock class, so AutoProcessor still opens a run elsewhere
         stock = next(c for c in type(self).__mro__ if c.__module__.startswith("transformers."))
         return {**super().to_dict(), "processor_class": stock.__name__}
+
+
+@cache
+def picture_per_prompt(base: type) -> type:
+    """``base`` (a stock processor class) with ``OnePicturePerPrompt`` mixed in: Mllama, Gemma 3, LFM2-VL."""
+    name = base.__name__.removesuffix("Processor") + "PicturePerPrompt"
+    return type(name, (OnePicturePerPrompt, base), {"__qualname__": name})
