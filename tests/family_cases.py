@@ -92,6 +92,13 @@ IDEFICS = ("<s>", FAKE, IMG, FAKE, "user", ":", *EOU_TEXT[:5], "assistant", ":")
 IDEFICS2 = ("<s>", "user", ":", *([FAKE, *[IMG] * 4] * 5), FAKE, *EOU_TEXT)  # 4 crops + whole, 4 latents each
 
 
+# Aya Vision at 40x30: one 28 px tile (max_patches=1) of 14 px patches, 2x2 pixel-shuffled, between the
+# image markers; the template writes BOS (add_special_tokens=False keeps it to one), Cohere turn tokens.
+AYA = ("<BOS_TOKEN>", "<|START_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|START_OF_IMG|>", "TILE_GLOBAL",
+       *["<|IMG_PATCH|>"] * fd.AYA_TOKENS, "<|END_OF_IMG|>", "describe", "this", "picture", ".",
+       "<|END_OF_TURN_TOKEN|>", "<|START_OF_TURN_TOKEN|>", "<|CHATBOT_TOKEN|>")
+
+
 def idefics3_layout(bos: str) -> tuple[str, ...]:
     """60x30 -> 64x32: one row of two 32 px tiles + the whole picture, 4 tokens each."""
     tiles = [FAKE, "<row_1_col_1>", *[IMG] * 4, FAKE, "<row_1_col_2>", *[IMG] * 4]
@@ -159,6 +166,9 @@ CASES = [
     # Pixtral names its attention and SwiGLU projections like the LM: 2 layers x 7 each.
     Case("mistral3", fd.mistral3, (40, 30), MISTRAL3, rook("</s>"), ("</s>",), "PixtralProcessor", 14, 14),
     # One short-convolution layer (in_proj, out_proj, w1-3) + one attention layer (q/k/v/out_proj, w1-3); SigLIP2 2 x 6.
+    # Cohere2 2 x 7; SigLIP 2 x 6; the feature cache hands the model one [views, tokens, dim] tensor.
+    Case("aya_vision", fd.aya_vision, (40, 30), AYA, rook("<|END_OF_TURN_TOKEN|>"),
+         ("<|END_OF_TURN_TOKEN|>", "<EOS_TOKEN>"), "AyaVisionProcessor", 14, 12),
     Case("lfm2_vl", fd.lfm2_vl, (40, 30), LFM2_VL, rook("<|im_end|>"), ("<|im_end|>",), "Lfm2VlProcessor", 5 + 7, 12),
 ]
 

@@ -241,13 +241,18 @@ def llava_next(tok, template: str | None):
                               image_token="<image>", chat_template=template)
 
 
-def default_llava(tok, template: str | None = None):
-    """The embedded default's own processor (models/default.py), its tokens added as compose() adds them."""
+def default_processor(tok, template: str | None = None, layout: str = "aya"):
+    """The embedded default's own processor (models/default.py), its tokens added as compose() adds them.
+
+    ``layout``: "aya" (the default: 56 px = 4x4 patches, pixel-shuffled to 4 tokens) or "llava"
+    (pixel_shuffle=1, 28 px = 2x2 patches + CLS = 5 tokens)."""
     from vlmtune.models.default import IMAGE_TOKEN, DefaultBaseSpec, build_processor
 
     tok.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
     tok.pad_token = "<|endoftext|>"
-    processor = build_processor(tok, DefaultBaseSpec(image_size=28))
+    spec = DefaultBaseSpec(image_size=56) if layout == "aya" else DefaultBaseSpec(
+        image_size=28, pixel_shuffle=1, vision_feature_select_strategy="full")
+    processor = build_processor(tok, spec)
     if template is not None:
         processor.chat_template = template
     return processor
@@ -347,3 +352,8 @@ def picture(size=(40, 30), seed: int = 0):
     x, y = np.meshgrid(np.linspace(0, 1, w), np.linspace(0, 1, h))
     rgb = np.stack([x, y, 1 - x * y], axis=-1) * 200 + rng.integers(0, 55, (h, w, 3))
     return Image.fromarray(rgb.astype("uint8"))
+
+
+def default_llava(tok, template: str | None = None):
+    """The default's LLaVA layout (pixel_shuffle=1), kept for the benchmark's A/B."""
+    return default_processor(tok, template, layout="llava")

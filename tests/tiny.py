@@ -50,8 +50,34 @@ def llava(seed: int = 0, hidden: int = 32):
     model = LlavaForConditionalGeneration(config).eval()
     model.generation_config.eos_token_id = VOCAB["<|im_end|>"]
     model.generation_config.pad_token_id = VOCAB["<pad>"]
-    processor = build_processor(tokenizer(), DefaultBaseSpec(image_size=IMAGE_SIZE))
+    # The default's LLaVA layout (pixel_shuffle=1: a token per patch + CLS); aya_default() is today's.
+    spec = DefaultBaseSpec(image_size=IMAGE_SIZE, pixel_shuffle=1, vision_feature_select_strategy="full")
+    processor = build_processor(tokenizer(), spec)
     return model, processor
+
+
+def aya_default(seed: int = 0, hidden: int = 32):
+    """(AyaVisionForConditionalGeneration, LlavaProcessor) laid out as the embedded default, tiny:
+    DINOv2 patches 2x2 pixel-shuffled into one token each, CLS dropped, a Llama LM."""
+    from transformers import AyaVisionConfig, AyaVisionForConditionalGeneration, Dinov2Config, LlamaConfig
+
+    from vlmtune.models.default import DefaultBaseSpec, build_processor
+
+    torch.manual_seed(seed)
+    size = 2 * IMAGE_SIZE  # an even patch grid
+    vision = Dinov2Config(hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2, intermediate_size=2 * hidden,
+                          patch_size=14, image_size=size)
+    text = LlamaConfig(hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2, num_attention_heads=2,
+                       num_key_value_heads=1, vocab_size=len(WORDS), pad_token_id=VOCAB["<pad>"],
+                       bos_token_id=VOCAB["<|im_start|>"], eos_token_id=VOCAB["<|im_end|>"], tie_word_embeddings=True,
+                       initializer_range=0.5)
+    config = AyaVisionConfig(vision_config=vision, text_config=text, image_token_index=VOCAB["<image>"],
+                             downsample_factor=2, vision_feature_layer=-1, vision_feature_select_strategy="default",
+                             alignment_intermediate_size=2 * hidden, tie_word_embeddings=True)
+    model = AyaVisionForConditionalGeneration(config).eval()
+    model.generation_config.eos_token_id = VOCAB["<|im_end|>"]
+    model.generation_config.pad_token_id = VOCAB["<pad>"]
+    return model, build_processor(tokenizer(), DefaultBaseSpec(image_size=size))
 
 
 def save_llava(path: Path, seed: int = 0) -> Path:

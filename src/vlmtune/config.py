@@ -15,6 +15,11 @@ from vlmtune.errors import VlmtuneError
 
 # The question asked of every picture when the data brings none (data.prompt).
 DEFAULT_PROMPT = "Describe this picture in a few words."
+# Train rows asking DEFAULT_PROMPT get one of these (data.prompts), so the tuned model does not learn
+# one wording only; HELDOUT_PROMPT is none of them: the report scores the test split under it too.
+DEFAULT_PROMPTS = (DEFAULT_PROMPT, "Describe this image briefly.", "In a few words, what does this picture show?",
+                   "Give a short description of this image.")
+HELDOUT_PROMPT = "What do you see in this picture?"
 LORA_TARGETS = ("lm", "lm+vision", "lm+vision+projector", "lm+projector", "projector", "full")
 DTYPES = ("auto", "bf16", "fp32", "fp16")
 # train.report_to value -> (module the Trainer's callback imports, vlmtune extra that installs it).
@@ -44,7 +49,7 @@ class ModelConfig:
     family: str | None = doc("Registry family; normally read from config.model_type ('vlmtune families' lists them). "
                              "'generic' reads the module tree off the model itself (what a model_type without a "
                              "row gets).", None)
-    dtype: str = doc("Weights dtype: auto (bf16 on a bf16 GPU, fp32 on CPU), bf16, fp32; fp16 only for inference.", "auto")
+    dtype: str = doc("Weights dtype: auto (bf16 on a bf16 GPU, and for training under train.bf16 on a bf16 CPU; else fp32), bf16, fp32; fp16 only for inference.", "auto")
     attn_implementation: str = doc("Attention kernel: auto (flash_attention_2 on CUDA when installed, else sdpa), "
                                    "sdpa, eager or flash_attention_2.", "auto")
     quantization: str = doc("QLoRA base weights: none, 4bit (NF4) or 8bit; needs CUDA and bitsandbytes.", "none")
@@ -67,6 +72,13 @@ class DataConfig:
     caption_column: str | None = doc("Column holding the answer (default: caption / text / answer).", None)
     prompt_column: str | None = doc("Optional per-row question column (VQA-style data).", None)
     prompt: str = doc("Question asked for every picture when the data has no prompt column.", DEFAULT_PROMPT)
+    prompts: list[str] | None = doc(
+        "Wordings of data.prompt spread over the train rows that ask it (one per picture, by a hash of its bytes: a "
+        "rerun gets the same); validation and test keep data.prompt. Must include data.prompt; [] = data.prompt "
+        f"alone. None: {list(DEFAULT_PROMPTS)} when data.prompt is the default, else data.prompt alone.", None)
+    heldout_prompt: str | None = doc(
+        "A wording trained on by no row: the report also scores the test split, before and after, with it in "
+        "place of every prompt (prompt robustness). None or empty: off.", HELDOUT_PROMPT)
     test_ratio: float = doc("Share of rows put in the test split when the data has no split.", 0.2)
     validation_ratio: float = doc("Share of train pictures held out for eval loss and early stopping when the data has "
                                   "no validation split (chosen by a hash of each picture's bytes, at least 1 picture; "
@@ -82,12 +94,15 @@ class LoraConfig:
     targets: str = doc(f"What trains: one of {', '.join(LORA_TARGETS)}.", "lm+projector")
     r: int = doc("LoRA rank.", 16)
     alpha: int = doc("LoRA alpha (scaling = alpha / r).", 32)
-    dropout: float = doc("LoRA dropout.", 0.05)
+    dropout: float = doc("LoRA dropout (0 saves ~30 % of a CPU step: PEFT's dropout copies every LoRA input).", 0.05)
 
 
 @dataclass
 class TrainConfig:
-    epochs: float = doc("Training epochs.", 3.0)
+    epochs: float | None = doc("Training epochs; null: chosen from the number of train pictures so that training "
+                               "takes about train.step_budget optimizer steps (printed; training/schedule.py). "
+                               "Not the default yet: see bench/README.md, small-data recipe.", 3.0)
+    step_budget: int = doc("Optimizer steps to aim at with train.epochs=null (within 3 to 30 epochs).", 150)
     max_steps: int = doc("Stop after this many optimizer steps (-1: use epochs).", -1)
     lr: float = doc("Peak learning rate for LoRA weights.", 3e-4)
     projector_lr: float | None = doc("Learning rate for whole-trained modules (projector); None = lr.", None)
@@ -160,7 +175,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(lo.targets in LORA_TARGETS, "train.lora.targets", lo.targets, f"use one of {', '.join(LORA_TARGETS)}")
     _check(t.bf16 in ("auto", "true", "false"), "train.bf16", t.bf16, "use auto, true or false")
     _check(t.lr > 0, "train.lr", t.lr, "must be > 0")
-    _check(t.epochs > 0 or t.max_steps > 0, "train.epochs", t.epochs, "must be > 0 (or set train.max_steps)")
+    _check(t.epochs is None or t.epochs > 0 or t.max_steps > 0, "train.epochs", t.epochs,
+           "must be > 0 (or unset: by train.step_budget; or set train.max_steps)")
+    _check(t.step_budget >= 1, "train.step_budget", t.step_budget, "must be >= 1")
     _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
     _check(t.grad_accum >= 1, "train.grad_accum", t.grad_accum, "must be >= 1")
     _check(0 <= t.warmup_ratio < 1, "train.warmup_ratio", t.warmup_ratio, "must be in [0, 1)")
@@ -177,12 +194,32 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(0 < d.test_ratio < 1, "data.test_ratio", d.test_ratio, "must be between 0 and 1")
     _check(0 <= d.validation_ratio < 1, "data.validation_ratio", d.validation_ratio, "must be in [0, 1)")
     _check(d.max_length >= 16, "data.max_length", d.max_length, "must be >= 16")
+    check_prompts(d)
     _check(t.early_stopping_patience == 0 or t.save_steps >= 0, "train.early_stopping_patience",
            t.early_stopping_patience, "needs checkpoints to restore the best one: set train.save_steps >= 0")
     _check(e.max_new_tokens >= 1, "eval.max_new_tokens", e.max_new_tokens, "must be >= 1")
     _check(e.batch_size >= 1, "eval.batch_size", e.batch_size, "must be >= 1")
     _check(e.num_beams >= 1, "eval.num_beams", e.num_beams, "must be >= 1")
     return cfg
+
+
+def training_prompts(d: DataConfig) -> list[str]:
+    """The wordings train rows asking data.prompt are given (see data.prompts); first is data.prompt."""
+    if d.prompts is None:
+        return list(DEFAULT_PROMPTS) if d.prompt == DEFAULT_PROMPT else [d.prompt]
+    return [d.prompt, *dict.fromkeys(p for p in d.prompts if p != d.prompt)]
+
+
+def check_prompts(d: DataConfig) -> None:
+    d.heldout_prompt = (d.heldout_prompt or "").strip() or None  # empty (or "data.heldout_prompt=") turns it off
+    if d.prompts is not None:
+        _check(all(p.strip() for p in d.prompts), "data.prompts", d.prompts, "every entry must be a non-empty question")
+        _check(not d.prompts or d.prompt in d.prompts, "data.prompts", d.prompts,
+               f"must include data.prompt={d.prompt!r}, the question validation and test are asked; "
+               "add it, or use [] for data.prompt alone")
+    _check(d.heldout_prompt not in training_prompts(d), "data.heldout_prompt", d.heldout_prompt,
+           "train rows are asked it (data.prompt / data.prompts), so it is not held out; choose another "
+           "wording or set data.heldout_prompt=null")
 
 
 def check_tracker(name: str) -> None:

@@ -51,7 +51,7 @@ def test_default_base_loads_with_plain_transformers(built):
         "  'proj': m.model.multi_modal_projector.linear_1.weight[:2, :4].tolist()}))\n"
     )
     result = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()[-1])
-    assert result["cls"] == "LlavaForConditionalGeneration" and result["vlmtune"] is False
+    assert result["cls"] == "AyaVisionForConditionalGeneration" and result["vlmtune"] is False
     assert "Paris" in result["answer"]  # the real pretrained SmolLM2 is inside
     shipped, spec, _ = load_projector(PROJECTOR_FILE)
     assert torch.allclose(torch.tensor(result["proj"]), shipped["linear_1.weight"][:2, :4], atol=1e-6)
@@ -66,5 +66,26 @@ def test_second_call_reuses_the_cache(built):
 def test_packaged_projector_matches_the_spec():
     tensors, spec, info = load_projector(PROJECTOR_FILE)
     assert spec == DefaultBaseSpec(**{**spec.__dict__})
-    assert tensors["linear_1.weight"].shape == (576, 384) and tensors["linear_2.weight"].shape == (576, 576)
-    assert info["steps"] > 0 and "held_out" in info
+    # Aya's connector: LayerNorm over 2x2 concatenated DINOv2 patches (4 x 384), SwiGLU 2 x 576 -> 576.
+    assert spec.pixel_shuffle == 2 and spec.image_tokens == 64
+    assert tensors["layernorm.weight"].shape == (1536,) and tensors["linear_1.weight"].shape == (1152, 1536)
+    assert tensors["linear_2.weight"].shape == (576, 576) and info["steps"] > 0 and "held_out" in info
+
+
+def test_the_llava_layout_projector_still_loads_as_its_own_spec():
+    """Artifacts written before pixel_shuffle existed are read as the LLaVA layout (145 tokens)."""
+    from vlmtune.models.default import ASSETS
+
+    tensors, spec, _ = load_projector(ASSETS / "default_projector-llava.safetensors")
+    assert (spec.pixel_shuffle, spec.image_size, spec.image_tokens) == (1, 168, 145)
+    assert tensors["linear_1.weight"].shape == (576, 384)
+
+
+def test_pixel_shuffle_needs_an_even_patch_grid_and_no_cls():
+    from vlmtune.errors import VlmtuneError
+
+    assert DefaultBaseSpec(image_size=168).image_tokens == 36  # 12x12 patches -> 6x6
+    with pytest.raises(VlmtuneError, match="pixel_shuffle=2 needs a patch grid divisible by it"):
+        DefaultBaseSpec(image_size=182).check()  # 13x13 patches
+    with pytest.raises(VlmtuneError, match="vision_feature_select_strategy 'default'"):
+        DefaultBaseSpec(vision_feature_select_strategy="full").check()

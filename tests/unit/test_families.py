@@ -19,6 +19,9 @@ from vlmtune.models.loading import load_for_inference, load_model
 from vlmtune.models.prompting import IGNORE, PromptAnswerTokenizer
 from vlmtune.models.lora import plan_for
 from vlmtune.models.registry import REGISTRY, family_for, matching_modules
+from vlmtune.training.collate import Collator
+from vlmtune.training.features import FEATURES, compute_features
+from vlmtune.training.trainer import answer_loss
 
 CPU = torch.device("cpu")  # fp32 and the same device as the test batches, also where a GPU is present
 
@@ -190,3 +193,20 @@ def test_real_checkpoint_has_its_published_size_and_exact_lora_targets(case, rea
     modules, parameters = dict(model.named_modules()), dict(model.named_parameters())
     assert all(path in modules or path in parameters for path in plan.whole)  # what trains whole exists
 
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.spec.feature_cache], ids=lambda c: c.name)
+def test_cached_vision_features_give_the_pixels_loss(case):
+    """Rows with feature_cache=True: features computed once (projector input captured) and projected at
+    train time give the loss the pixels give, for a batch of pictures of different sizes."""
+    model, processor = case.build()
+    exs = fcs.ft.examples(processor, case.spec)
+    collate = Collator(processor.tokenizer.pad_token_id, case.spec.seq_keys)
+    pixels = collate([dict(e) for e in exs])
+    cached_exs = compute_features(model, case.spec, [dict(e) for e in exs], batch_size=3)
+    cached = collate(cached_exs)
+    assert FEATURES in cached and "pixel_values" not in cached
+    with torch.no_grad():
+        want, _ = answer_loss(model.eval(), case.spec, pixels)
+        got, _ = answer_loss(model, case.spec, cached)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

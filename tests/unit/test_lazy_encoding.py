@@ -111,7 +111,8 @@ def test_an_answer_that_does_not_fit_stops_train_before_the_base_evaluation(tmp_
     out = tmp_path / "run"
     # prompt 18 tokens ("describe this picture in a few words ."), so 24 fits "a black knight" but not row 1
     cfg = load_config(overrides=[f"model.name={tiny_model_dir}", f"data.path={data}", f"output_dir={out}",
-                                 "data.max_length=24", "train.bf16=false", "train.eval_each_epoch=false"])
+                                 "data.max_length=24", "train.bf16=false", "train.eval_each_epoch=false",
+                                 "data.prompts=[]"])  # one prompt: the paraphrases are longer
     with pytest.raises(VlmtuneError, match=r"^train row 1 \(pic_2.png\): prompt \(18 tokens\) \+ answer \(8 tokens .* = 26 > "
                                            r"data.max_length=24: the answer would be cut; raise data.max_length to at least 26"):
         train_run(cfg)

@@ -36,7 +36,7 @@ import pytest
 import realtok
 from families_tiny import DATA
 from vlmtune.models import default
-from vlmtune.models.families import idefics, llava, mllama, paligemma, qwen
+from vlmtune.models.families import aya_vision, idefics, llava, mllama, paligemma, qwen
 from vlmtune.models.prompting import PromptAnswerTokenizer
 
 PROMPT = "Describe this picture."
@@ -140,8 +140,10 @@ CASES = {
     "llava/INST-fallback/mistral-sp": Case(llava.LLAVA, realtok.llava, "mistral", llava.INST),
     "llava/INST-fallback/mistral-sp-hub": Case(llava.LLAVA, realtok.llava, "mistral_hub", llava.INST),
     "llava/CHATML-fallback/smollm2": Case(llava.LLAVA, realtok.llava, "smollm2", llava.CHATML, bos=False),
-    "llava/embedded-default/smollm2": Case(llava.LLAVA, realtok.default_llava, "smollm2", default.CHAT_TEMPLATE,
-                                           drop_newline_after_turn, bos=False),
+    "aya_vision/embedded-default/smollm2": Case(aya_vision.AYA_VISION, realtok.default_processor, "smollm2",
+                                                default.CHAT_TEMPLATE, drop_newline_after_turn, bos=False),
+    "llava/embedded-default-llava-layout/smollm2": Case(llava.LLAVA, realtok.default_llava, "smollm2",
+                                                        default.CHAT_TEMPLATE, drop_newline_after_turn, bos=False),
     "llava_next/hub-template/mistral-sp": Case(llava.LLAVA_NEXT, realtok.llava_next, "mistral", LLAVA_NEXT_MISTRAL,
                                                drop_space_after_eos),
     "llava_next/INST-fallback/mistral-sp-hub": Case(llava.LLAVA_NEXT, realtok.llava_next, "mistral_hub",

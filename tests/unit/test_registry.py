@@ -39,8 +39,8 @@ def test_rows_are_unique():
 
 
 def test_unknown_family_and_model_type_are_one_line_errors():
-    with pytest.raises(VlmtuneError, match="model.family='blip' is unknown; known families: gemma3, idefics"):
+    with pytest.raises(VlmtuneError, match="model.family='blip' is unknown; known families: aya_vision, gemma3, idefics"):
         family_for("llava", explicit="blip")
-    with pytest.raises(VlmtuneError, match="model_type 'blip_2' is not supported; supported: gemma3, idefics"):
+    with pytest.raises(VlmtuneError, match="model_type 'blip_2' is not supported; supported: aya_vision, gemma3, idefics"):
         family_for("blip_2")
     assert family_for("qwen2_vl", explicit="llava").name == "llava"  # explicit wins

@@ -38,6 +38,7 @@ PRESETS = {
     "llava_onevision": "llava-onevision-qwen2-7b.yaml",
     "internvl": "internvl3-1b.yaml",
     "mistral3": "mistral-small-3.1-24b.yaml", "lfm2_vl": "lfm2.5-vl-1.6b.yaml",
+    "aya_vision": "photos-default.yaml",
 }
 # Image tokens of the 4032x3024 photo, hand-computed from the processors' rules:
 # (checkpoint settings, preset). Qwen: smart_resize to 3024x4032 -> 216x288 patches of 14 = 108x144
@@ -46,6 +47,7 @@ PRESETS = {
 # global of 169; preset 1092 px -> 1092x1092 after rounding up to tiles, 3x3 + 1. SmolVLM: 4x3 + 1
 # of 64, preset 3x3 + 1. Idefics2: 5 sub-images of 64. Cross-attention families: 1 token.
 PHOTO_TOKENS = {
+    "aya_vision": (64, 64),  # the embedded default: squashed to 224 px, 16x16 patches shuffled 2x2
     "llava": (576, 576), "llava_next": (2340, 2340), "qwen2_vl": (15552, 972), "qwen2_5_vl": (15552, 972),
     "paligemma": (256, 256), "idefics": (1, 1), "idefics2": (320, 320), "idefics3": (2197, 1690),
     "smolvlm": (832, 640), "mllama": (1, 1), "gemma3": (256, 256),
@@ -104,6 +106,12 @@ def real(family: str):
     from vlmtune.models.families.mllama import mllama_processor_class
     from vlmtune.models.families.qwen import images_only
 
+    if family == "aya_vision":  # the embedded default's own processor (models/default.py) at its 224 px
+        import tiny as T
+        from vlmtune.models.default import DefaultBaseSpec, build_processor
+
+        model, _ = T.aya_default()
+        return _rebuilt(model, **{"vision_config.image_size": 224}), build_processor(T.tokenizer(), DefaultBaseSpec())
     if family == "llava":  # llava-1.5-7b-hf: the exact preprocessor/processor configs
         model, tiny = A.llava15()
         images = tf.CLIPImageProcessorPil.from_dict(json.loads((DATA / "llava-hf__llava-1.5-7b-hf/preprocessor_config.json").read_text()))

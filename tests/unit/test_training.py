@@ -9,7 +9,7 @@ from vlmtune.config import load_config
 from vlmtune.training.collate import Collator
 from vlmtune.models.prompting import PromptAnswerTokenizer
 from vlmtune.models.lora import apply_plan
-from vlmtune.models.registry import LLAVA
+from vlmtune.models.registry import AYA_VISION, LLAVA
 from vlmtune.training.features import FEATURES, compute_features
 from vlmtune.training.fit import fit
 from vlmtune.training.trainer import answer_loss
@@ -18,8 +18,12 @@ ANSWERS = ["a white rook", "a black knight", "a white queen and a black pawn", "
 COLOURS = [(250, 250, 250), (10, 10, 10), (200, 200, 120), (220, 20, 20)]
 
 
-def examples(processor):
-    enc = PromptAnswerTokenizer(processor, LLAVA, 64)
+# The embedded default's two layouts, tiny: LLaVA (a token per patch + CLS) and Aya Vision (2x2 pixel shuffle).
+LAYOUTS = {"llava": (tiny.llava, LLAVA), "aya": (tiny.aya_default, AYA_VISION)}
+
+
+def examples(processor, spec=LLAVA):
+    enc = PromptAnswerTokenizer(processor, spec, 64)
     return [enc.encode(Image.new("RGB", (30, 30), c), "Describe this picture.", a) for a, c in zip(ANSWERS, COLOURS)]
 
 
@@ -34,12 +38,14 @@ def snapshot(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
 @pytest.mark.parametrize("feature_cache", [True, False])
-def test_lora_steps_reduce_loss_and_change_only_adapters_and_projector(tmp_path, feature_cache):
-    model, processor = tiny.llava()
+def test_lora_steps_reduce_loss_and_change_only_adapters_and_projector(tmp_path, feature_cache, layout):
+    build, spec = LAYOUTS[layout]
+    model, processor = build()
     cfg = config(tmp_path, f"train.feature_cache={str(feature_cache).lower()}")
     before = snapshot(model)
-    result = fit(model, LLAVA, torch.float32, examples(processor), None, cfg, str(tmp_path), tiny.VOCAB["<pad>"])
+    result = fit(model, spec, torch.float32, examples(processor, spec), None, cfg, str(tmp_path), tiny.VOCAB["<pad>"])
     losses = [h["loss"] for h in result.log_history if "loss" in h]
     assert losses[-1] < 0.5 * losses[0]
     after = {n: p.detach() for n, p in result.model.named_parameters()}
@@ -61,17 +67,21 @@ def original_name(peft_name: str) -> str:
     return name
 
 
-def test_cached_features_give_the_same_loss_as_pixels():
-    model, processor = tiny.llava()
-    exs = examples(processor)
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+def test_cached_features_give_the_same_loss_as_pixels(layout):
+    build, spec = LAYOUTS[layout]
+    model, processor = build()
+    exs = examples(processor, spec)
     pixels = Collator(tiny.VOCAB["<pad>"])(exs)
     cached_exs = [dict(e) for e in exs]
-    compute_features(model, LLAVA, cached_exs, batch_size=3)
+    compute_features(model, spec, cached_exs, batch_size=3)
     cached = Collator(tiny.VOCAB["<pad>"])(cached_exs)
     assert FEATURES in cached and "pixel_values" not in cached
+    # What is cached is the projector's input: 4x4 DINOv2 patches for Aya (no CLS), 2x2 + CLS for LLaVA.
+    assert cached[FEATURES].shape[1] == {"llava": 5, "aya": 16}[layout]
     with torch.no_grad():
-        a, _ = answer_loss(model, LLAVA, pixels)
-        b, _ = answer_loss(model, LLAVA, cached)
+        a, _ = answer_loss(model, spec, pixels)
+        b, _ = answer_loss(model, spec, cached)
         full = model(**pixels).loss  # transformers' own loss over all positions, same labels
     torch.testing.assert_close(a, b)
     torch.testing.assert_close(a, full)

@@ -11,22 +11,23 @@ import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import islice
 from pathlib import Path
 
 from vlmtune.data.captions import Columns, Table, read_table
 from vlmtune.data.dataset import Row, empty_split_hint, row_errors, table_rows
-from vlmtune.data.images import DEFAULT_MAX_PIXELS, NON_PORTABLE_FORMATS, list_images
+from vlmtune.data.images import DEFAULT_MAX_PIXELS, NON_PORTABLE_FORMATS, list_images, model_rgb
 from vlmtune.data.inspect import ImageInfo, inspect_image
-from vlmtune.data.phash import DEFAULT_MAX_DISTANCE, near_groups
+from vlmtune.data.phash import DEFAULT_MAX_DISTANCE, mean_colour, near_groups, phash
 from vlmtune.data.pool import DEFAULT_WORKERS, map_files
-from vlmtune.data.schema import CAPTIONS_FILE, DEFAULT_PROMPT, TEST, TRAIN
+from vlmtune.data.schema import CAPTIONS_FILE, DEFAULT_PROMPT, IMAGE, TEST, TRAIN
 from vlmtune.errors import VlmtuneError
 
 ERROR, WARNING = "error", "warning"
 INDEX_FILES = (CAPTIONS_FILE, "metadata.jsonl", "metadata.csv")
-# The embedded default model's input side (168 px, models/default.py); smaller pictures get upscaled.
+# The embedded default model's input side (224 px, models/default.py); smaller pictures get upscaled.
 # The data layer cannot ask the model, so the number is repeated here and checked by a test.
-DEFAULT_MIN_SIDE = 168
+DEFAULT_MIN_SIDE = 224
 LENGTH_FACTOR = 4  # a caption 4x longer or shorter than the median is probably a slip
 MIN_ROWS_FOR_LENGTHS = 5
 IMBALANCE = 10  # largest class / smallest class
@@ -239,3 +240,38 @@ def render_report(report: Report, console) -> None:
         f"{report.rows} rows (train {report.splits[TRAIN]}, test {report.splits[TEST]}): "
         f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)"
     )
+
+
+# ---------------------------------------------------------------- train/test lookalikes for the report
+def _hashes(rows) -> tuple[list[int], list[tuple[int, int, int]], list[str]]:
+    hashes, colours, names = [], [], []
+    for row in rows:
+        image = row[IMAGE]
+        names.append(Path(getattr(image, "filename", "") or "").name)  # empty for pictures stored as bytes
+        rgb = model_rgb(image)
+        hashes.append(phash(rgb))
+        colours.append(mean_colour(rgb))
+    return hashes, colours, names
+
+
+def lookalike_caveats(train, test, n_test: int, max_distance: int = DEFAULT_MAX_DISTANCE, shown: int = 5) -> list[str]:
+    """Caveat lines for the first ``n_test`` test pictures that look like a train picture (the
+    perceptual hash ``vlmtune data check`` uses): their scores say more about memory than about
+    generalisation. Test pictures are named by their report number (#i), train ones by file name."""
+    train_h, train_c, train_names = _hashes(train)
+    test_h, test_c, _ = _hashes(islice(test, n_test))
+    k = len(train_h)
+    lines, leaked = [], set()
+    for group in near_groups(train_h + test_h, max_distance, train_c + test_c):
+        tests = [i - k for i in group if i >= k]
+        trains = [train_names[i] or f"row {i}" for i in group if i < k]
+        if tests and trains:
+            leaked.update(tests)
+            verb = "looks" if len(tests) == 1 else "look"
+            lines.append(f"test picture {', '.join(f'#{t}' for t in tests)} {verb} like train {', '.join(trains)}")
+    if not lines:
+        return []
+    head = (f"{len(leaked)} of {n_test} test pictures look like a train picture (perceptual hash distance <= "
+            f"{max_distance}, as in 'vlmtune data check'): their scores may be inflated")
+    more = [f"... and {len(lines) - shown} more such group(s)"] if len(lines) > shown else []
+    return [head, *lines[:shown], *more]

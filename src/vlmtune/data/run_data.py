@@ -6,12 +6,13 @@ which comes from the data or is carved off train (data/splits.py).
 
 from __future__ import annotations
 
-from vlmtune.config import RunConfig
+from vlmtune.config import DataConfig, RunConfig, training_prompts
 from vlmtune.data.build import load_source
 from vlmtune.data.captions import Columns
 from vlmtune.data.check import CheckOptions
+from vlmtune.data.prompts import vary_prompts
 from vlmtune.data.schema import TEST, TRAIN, VALIDATION
-from vlmtune.data.splits import with_validation
+from vlmtune.data.splits import carve, split_record
 from vlmtune.errors import VlmtuneError
 
 
@@ -32,7 +33,20 @@ def open_data(cfg: RunConfig):
         raise VlmtuneError(f"data.path={d.path}: the train split is empty")
     if TEST not in data or len(data[TEST]) == 0:
         raise VlmtuneError(f"data.path={d.path}: no test split; add split=test rows or raise data.test_ratio")
-    return with_validation(data, d.validation_ratio, wants_validation(cfg))
+    return prompted(d, *carve(data, d.validation_ratio, wants_validation(cfg)))
+
+
+def prompted(d: DataConfig, splits: dict, digests: dict, source: dict):
+    """``(DatasetDict, record)`` with the train rows' wordings spread (data.prompts); after the
+    carve, so validation and test keep data.prompt. The record's digest sees the prompts trained on."""
+    from datasets import DatasetDict
+
+    prompts = training_prompts(d)
+    splits = {**splits, TRAIN: vary_prompts(splits[TRAIN], digests[TRAIN], d.prompt, prompts)}
+    record = split_record(splits, digests, source)
+    if len(prompts) > 1:
+        record[TRAIN]["prompts"] = prompts
+    return DatasetDict(splits), record
 
 
 def wants_validation(cfg: RunConfig) -> bool:

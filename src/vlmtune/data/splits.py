@@ -69,6 +69,12 @@ def with_validation(dd, ratio: float, wanted: bool):
     ``wanted``), and per split ``rows``, datasets' ``fingerprint`` and the ``content`` digest."""
     from datasets import DatasetDict
 
+    splits, digests, source = carve(dd, ratio, wanted)
+    return DatasetDict(splits), split_record(splits, digests, source)
+
+
+def carve(dd, ratio: float, wanted: bool) -> tuple[dict, dict, dict]:
+    """``(splits, picture digests per split, source per split)``: ``with_validation`` before its record."""
     digests = {name: image_digests(ds) for name, ds in dd.items()}
     splits, source = dict(dd), {VALIDATION: "data"} if VALIDATION in dd else {}
     if VALIDATION not in dd and wanted:
@@ -79,9 +85,13 @@ def with_validation(dd, ratio: float, wanted: bool):
             digests[VALIDATION] = [digests[TRAIN][i] for i in sorted(picked)]
             digests[TRAIN] = [digests[TRAIN][i] for i in keep]
             source[VALIDATION] = f"{CARVED} (data.validation_ratio={ratio})"
-    record = {
+    return splits, digests, source
+
+
+def split_record(splits: dict, digests: dict, source: dict) -> dict:
+    """What data.json records per split; the content digest covers each row's prompt as trained."""
+    return {
         name: {"rows": len(ds), "fingerprint": getattr(ds, "_fingerprint", None),
                "content": content_digest(ds, digests[name]), **({"source": source[name]} if name in source else {})}
         for name, ds in splits.items()
     }
-    return DatasetDict(splits), record

@@ -10,12 +10,15 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from vlmtune.data.images import model_rgb
+from vlmtune.evaluation.confusion import ClassRow, Counts, class_name, class_rows
 
 METRIC_NAMES = {
     "label_f1": "label-set F1", "exact": "exact match", "token_f1": "token F1", "rouge_l": "ROUGE-L", "bleu": "BLEU",
     "label_precision": "label precision", "label_recall": "label recall",
 }
 TEMPLATES = Path(__file__).parent / "templates"
+ROBUSTNESS_KEYS = ("label_f1", "exact", "token_f1")  # the prompt-robustness table's rows, where scored
+SAME = 1e-9  # per-picture changes smaller than this are float noise, not a change
 
 
 def summary_rows(before: dict | None, after: dict) -> list[dict]:
@@ -30,6 +33,30 @@ def summary_rows(before: dict | None, after: dict) -> list[dict]:
             "cls": "" if not delta else ("up" if delta > 0 else "down"),
         })
     return rows
+
+
+def _score(scores: dict | None, key: str) -> str:
+    return f"{scores[key]:.3f}" if scores and key in scores else "—"
+
+
+def robustness_view(before: dict | None, after: dict, heldout: dict | None) -> dict | None:
+    """The prompt-robustness table: each metric under the training prompt and the held-out one, before and
+    after; ``gap`` is held-out after minus training after (below zero: the tuning leans on the wording)."""
+    if not heldout:
+        return None
+    rows, h_before, h_after = [], heldout.get("before"), heldout["after"]
+    for key in (k for k in ROBUSTNESS_KEYS if k in after):
+        gap = h_after[key] - after[key] if key in h_after else None
+        rows.append({"metric": METRIC_NAMES[key], "before": _score(before, key), "after": _score(after, key),
+                     "heldout_before": _score(h_before, key), "heldout_after": _score(h_after, key),
+                     "gap": "—" if gap is None else f"{gap:+.3f}",
+                     "cls": "" if gap is None or abs(gap) < SAME else ("up" if gap > 0 else "down")})
+    trained = "; ".join(repr(p) for p in heldout.get("training_prompts") or [])
+    return {"prompt": heldout["prompt"], "rows": rows,
+            "note": f"The same test pictures, each asked {heldout['prompt']!r} in place of its own prompt: a wording "
+                    f"no train row was asked{f' (train rows were asked {trained})' if trained else ''}. "
+                    "Gap: held-out after minus training prompt after; below zero, the tuned model leans on the "
+                    "wordings it was trained on."}
 
 
 def thumbnail_jpeg(image, side: int = 128) -> bytes:
@@ -75,45 +102,146 @@ def _fmt_scores(scores: dict | None) -> str:
     return ", ".join(f"{METRIC_NAMES[k]} {scores[k]:.2f}" for k in keys)
 
 
+def primary_key(samples: list[dict]) -> str:
+    """The per-picture score the report sorts by: label-set F1 where labels exist, else token F1."""
+    return "label_f1" if samples and all("label_f1" in s["tuned_scores"] for s in samples) else "token_f1"
+
+
+def picture_change(sample: dict, key: str) -> float | None:
+    base = sample.get("base_scores")
+    if not base or key not in base or key not in sample["tuned_scores"]:
+        return None
+    return sample["tuned_scores"][key] - base[key]
+
+
+def order_by_change(changes: list[float | None]) -> list[int]:
+    """Indices: biggest wins first, then biggest losses, unchanged (or unknown) last; ties by index."""
+    def rank(i: int):
+        c = changes[i]
+        if c is None or abs(c) < SAME:
+            return (2, 0.0, i)
+        return (0, -c, i) if c > 0 else (1, c, i)
+
+    return sorted(range(len(changes)), key=rank)
+
+
+def size_caveat(n: int) -> str:
+    if n == 0:
+        return "no test pictures: the numbers above mean nothing"
+    return (f"{n} test picture{'s' if n != 1 else ''}: a difference of one picture moves exact match by {1 / n:.3f} "
+            "(and any per-picture mean, such as label-set F1, by up to that much)")
+
+
+def _f1(counts: Counts | None) -> str:
+    return "—" if counts is None or counts.f1 is None else f"{counts.f1:.2f}"
+
+
+def _confused(pairs: list | None) -> str:
+    return "—" if pairs is None else (", ".join(f"{class_name(label)} ({n})" for label, n in pairs) or "")
+
+
+def confusion_view(rows: list[ClassRow]) -> list[dict]:
+    view = []
+    for r in rows:
+        b, a = r.before, r.after
+        delta = a.f1 - b.f1 if b is not None and a.f1 is not None and b.f1 is not None else None
+        view.append({
+            "name": class_name(r.label), "support": a.support,
+            "before": "—" if b is None else f"{b.tp} / {b.fn} / {b.fp}", "after": f"{a.tp} / {a.fn} / {a.fp}",
+            "f1_before": _f1(b), "f1_after": _f1(a), "delta": "—" if delta is None else f"{delta:+.2f}",
+            "cls": "" if not delta or abs(delta) < SAME else ("up" if delta > 0 else "down"),
+            "confused_before": _confused(r.confused_before), "confused_after": _confused(r.confused_after),
+        })
+    return view
+
+
+def _class_table(samples: list[dict]) -> list[dict]:
+    """Per-class rows when every sample has parsed reference labels and some are non-empty."""
+    if not samples or not all("reference_labels" in s for s in samples):
+        return []
+    refs = [s["reference_labels"] for s in samples]
+    if not any(refs):
+        return []
+    before = [s["base_labels"] for s in samples] if all("base_labels" in s for s in samples) else None
+    return confusion_view(class_rows(refs, [s["tuned_labels"] for s in samples], before))
+
+
 def write_report(out: Path, title: str, subtitle: str, samples: list[dict], before: dict | None, after: dict,
-                 log_history: list[dict], facts: list[tuple[str, str]]) -> None:
-    """``samples``: dicts with image (PIL), reference, base, tuned, base_scores, tuned_scores."""
+                 log_history: list[dict], facts: list[tuple[str, str]], caveats: list[str] = (),
+                 heldout: dict | None = None) -> None:
+    """``samples``: dicts with image (PIL), reference, base, tuned, base_scores, tuned_scores, and
+    optionally reference_labels / base_labels / tuned_labels (parsed label multisets) for the
+    per-class table. ``caveats``: extra lines after the test-size one (e.g. train/test lookalikes).
+    ``heldout``: prompt, training_prompts and before/after scores under a held-out prompt, for
+    the prompt-robustness table (None: no such section)."""
     out = Path(out)
     thumbs = out / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
     rows = summary_rows(before, after)
+    key = primary_key(samples)
+    changes = [picture_change(s, key) for s in samples]
     view = []
     for i, s in enumerate(samples):
         jpeg = thumbnail_jpeg(s["image"])
         (thumbs / f"{i:04d}.jpg").write_bytes(jpeg)
+        c = changes[i]
         view.append({
             "index": i, "thumb": base64.b64encode(jpeg).decode(), "reference": s["reference"],
             "base": s.get("base", "—"), "tuned": s["tuned"],
             "base_scores": _fmt_scores(s.get("base_scores")), "tuned_scores": _fmt_scores(s["tuned_scores"]),
+            "change": "—" if c is None else ("0.00" if abs(c) < SAME else f"{c:+.2f}"),
+            "cls": "" if c is None or abs(c) < SAME else ("up" if c > 0 else "down"),
         })
+    view = [view[i] for i in order_by_change(changes)]
+    ctx = {"title": title, "subtitle": subtitle, "n": len(samples), "summary": rows, "samples": view, "facts": facts,
+           "classes": _class_table(samples), "caveats": [size_caveat(len(samples)), *caveats],
+           "robustness": robustness_view(before, after, heldout),
+           "order": f"by change in {METRIC_NAMES[key]}: biggest wins first, then losses, unchanged last"
+                    if any(c is not None for c in changes) else "in test order"}
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
-    page = env.get_template("report.html.j2").render(
-        title=title, subtitle=subtitle, n=len(samples), summary=rows, samples=view, facts=facts,
-        loss_svg=loss_svg(log_history),
-    )
+    page = env.get_template("report.html.j2").render(**ctx, loss_svg=loss_svg(log_history))
     (out / "report.html").write_text(page, encoding="utf-8")
-    (out / "report.md").write_text(_markdown(title, subtitle, rows, view, facts), encoding="utf-8")
+    (out / "report.md").write_text(_markdown(ctx), encoding="utf-8")
 
 
 def _cell(text: str) -> str:
-    return html.escape(str(text)).replace("|", "\\|").replace("\n", " ")
+    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
 
 
-def _markdown(title: str, subtitle: str, rows: list[dict], view: list[dict], facts) -> str:
-    lines = [f"# {title}", "", subtitle, "", f"## Summary ({len(view)} test pictures)", "",
+def _markdown(ctx: dict) -> str:
+    view = ctx["samples"]
+    lines = [f"# {ctx['title']}", "", ctx["subtitle"], "", f"## Summary ({len(view)} test pictures)", "",
              "| metric | before | after | change |", "|---|---:|---:|---:|"]
-    lines += [f"| {r['metric']} | {r['before']} | {r['after']} | {r['delta']} |" for r in rows]
-    lines += [""] + [f"- {k}: {v}" for k, v in facts] + ["", "## Per picture", "",
-                                                          "| picture | reference | before | after |", "|---|---|---|---|"]
+    lines += [f"| {r['metric']} | {r['before']} | {r['after']} | {r['delta']} |" for r in ctx["summary"]]
+    lines += [""] + [f"- {k}: {v}" for k, v in ctx["facts"]]
+    lines += _robustness_markdown(ctx["robustness"])
+    lines += ["", "## Caveats", ""] + [f"- {_cell(c)}" for c in ctx["caveats"]]
+    if ctx["classes"]:
+        lines += ["", "## Per class", "", "Counts are true positives / false negatives / false positives. "
+                  "*Confused with*: where the class was missed, what was predicted in excess in the same picture "
+                  "(number of pictures).", "",
+                  "| class | in references | before | after | F1 before | F1 after | change "
+                  "| confused with (before) | confused with (after) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+        lines += [f"| {_cell(c['name'])} | {c['support']} | {c['before']} | {c['after']} | {c['f1_before']} | "
+                  f"{c['f1_after']} | {c['delta']} | {_cell(c['confused_before'])} | {_cell(c['confused_after'])} |"
+                  for c in ctx["classes"]]
+    lines += ["", "## Per picture", "", f"Sorted {ctx['order']}.", "",
+              "| picture | reference | before | after | change |", "|---|---|---|---|---:|"]
     for s in view:
         lines.append(f"| ![#{s['index']}](thumbs/{s['index']:04d}.jpg) | {_cell(s['reference'])} | "
-                     f"{_cell(s['base'])}<br>{s['base_scores']} | {_cell(s['tuned'])}<br>{s['tuned_scores']} |")
+                     f"{_cell(s['base'])}<br>{s['base_scores']} | {_cell(s['tuned'])}<br>{s['tuned_scores']} | {s['change']} |")
     return "\n".join(lines) + "\n"
+
+
+def _robustness_markdown(view: dict | None) -> list[str]:
+    if not view:
+        return []
+    lines = ["", "## Prompt robustness", "", _cell(view["note"]), "",
+             "| metric | training prompt, before | training prompt, after | held-out prompt, before "
+             "| held-out prompt, after | gap (after) |", "|---|---:|---:|---:|---:|---:|"]
+    return lines + [f"| {r['metric']} | {r['before']} | {r['after']} | {r['heldout_before']} | {r['heldout_after']} "
+                    f"| {r['gap']} |" for r in view["rows"]]
 
 
 def print_summary(rows: list[dict], title: str) -> None:

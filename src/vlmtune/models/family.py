@@ -104,6 +104,9 @@ class FamilySpec:
     seq_keys: tuple[str, ...] = ()
     # Frozen vision features can be computed once per image and fed back via mm_encoder_outputs.
     feature_cache: bool = False
+    # How the model reads cached, projected features: one [views, tokens, dim] tensor (Aya Vision)
+    # or a per-picture list (LLaVA).
+    pooled_as_tensor: bool = False
     # The forward accepts a boolean [batch, seq] logits_to_keep (LM head on answer positions only).
     logits_to_keep: bool = True
     # Trained/saved whole with the projector: module paths, or bare nn.Parameter paths such as

@@ -55,8 +55,11 @@ def placement(cfg: ModelConfig, device: torch.device, quant) -> str | dict | Non
     return {"": device} if quant else None
 
 
-def load_model(cfg: ModelConfig, training: bool, device: torch.device | None = None):
-    """(model, processor, FamilySpec, dtype) for a base checkpoint."""
+def load_model(cfg: ModelConfig, training: bool, device: torch.device | None = None, bf16: str = "false"):
+    """(model, processor, FamilySpec, dtype) for a base checkpoint.
+
+    ``bf16``: the run's train.bf16 when loading for a training step (CPU: frozen weights bf16 under
+    autocast, models/dtype.py); other callers keep the fp32 default on a CPU."""
     import transformers
 
     device = device or pick_device()
@@ -66,7 +69,7 @@ def load_model(cfg: ModelConfig, training: bool, device: torch.device | None = N
     spec = family_for(getattr(config, "model_type", None), cfg.family)
     if spec is None:  # no registry row: the generic row, read off the model's structure
         spec = spec_for_config(config)
-    dtype = weights_dtype(cfg.dtype, device, training)
+    dtype = weights_dtype(cfg.dtype, device, training, bf16)
     model_cls = getattr(transformers, spec.model_class)
     keep = unquantized_prefixes(spec)  # QLoRA: vision tower, projector and LM head stay as loaded
     quant = quantization_config(cfg.quantization, device, keep)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from vlmtune.errors import VlmtuneError
+from vlmtune.models.families.aya_vision import AYA_VISION
 from vlmtune.models.families.gemma3 import GEMMA3
 from vlmtune.models.families.idefics import IDEFICS, IDEFICS2, IDEFICS3, SMOLVLM
 from vlmtune.models.families.internvl import INTERNVL
@@ -41,6 +42,7 @@ ROWS: tuple[FamilySpec, ...] = (
     INTERNVL,
     MISTRAL3,
     LFM2_VL,
+    AYA_VISION,
 )
 REGISTRY: dict[str, FamilySpec] = {spec.name: spec for spec in ROWS}
 # Image-text-to-text types that neither a row nor the generic row can train, and why (checked on
@@ -102,6 +104,6 @@ def family_table() -> list[dict]:
         "model_class": "read off the model", "vision_lora": True, "projector": ("read off the model",),
         "feature_cache": False, "logits_to_keep": False, "resolution": "refused (model.max_image_tokens unset)",
         "presets": (), "verified": (),
-        "notes": "LM, vision tower and projector found in the module tree; tiny-tested on aya_vision and vipllava",
+        "notes": "LM, vision tower and projector found in the module tree; tiny-tested on vipllava and, forced with model.family=generic, aya_vision",
     })
     return rows

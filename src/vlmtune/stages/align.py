@@ -22,10 +22,10 @@ from vlmtune.paths import cache_root
 from vlmtune.run_dir import versions
 from vlmtune.training.fit import encode_split, fit
 
-# The projector is aligned on 112 px pictures (64 image tokens: half the cost of 168 px) and used
-# at the base's own size: DINOv2 features keep their meaning across resolutions, and every
-# fine-tune of the default model trains the projector again anyway.
-ALIGN_IMAGE_SIZE = 112
+# The projector is aligned at the base's own size. The LLaVA layout could align at 112 px (64 tokens)
+# and be used at 168 px, but the pixel-shuffle connector aligned on 4x4 tokens (112 px) left the base
+# mute on 8x8 (224 px): measured, most answers empty. At 64 tokens a step costs what 112 px did before.
+ALIGN_IMAGE_SIZE = DefaultBaseSpec().image_size
 ALIGN_DEFAULTS = [
     "train.lora.targets=projector", "train.lr=1e-3", "train.batch_size=16", "train.warmup_ratio=0.03",
     "train.save_steps=-1", "train.eval_each_epoch=false", "train.logging_steps=20", "eval.batch_size=16",
@@ -43,7 +43,7 @@ def run_align(out: Path | None, steps: int, n_images: int, seed: int, overrides:
     cfg = load_config(overrides=[*ALIGN_DEFAULTS, f"train.max_steps={steps}", f"train.seed={seed}", *overrides])
     data = build_dataset(shapes_data(n_images, ALIGN_IMAGE_SIZE, seed), cfg.data.prompt)
     base = ensure_default_base(projector=None, spec=replace(spec, image_size=ALIGN_IMAGE_SIZE))
-    model, processor, family, dtype = load_model(ModelConfig(name=str(base)), training=True)
+    model, processor, family, dtype = load_model(ModelConfig(name=str(base)), training=True, bf16=cfg.train.bf16)
     encoder = PromptAnswerTokenizer(processor, family, cfg.data.max_length)
     result = fit(model, family, dtype, encode_split(encoder, data[TRAIN], TRAIN), None, cfg,
                  str(cache_root() / "align-checkpoints"), processor.tokenizer.pad_token_id)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vlmtune.config import RunConfig, load_config
+from vlmtune.config import RunConfig, load_config, training_prompts
 from vlmtune.models.prompting import PromptAnswerTokenizer
+from vlmtune.data.check import lookalike_caveats
+from vlmtune.data.prompts import with_prompt
 from vlmtune.data.run_data import open_data, validation_for
 from vlmtune.data.schema import TEST, TRAIN, VALIDATION
 from vlmtune.evaluation.predictions import predict_split, read_predictions, summarize, write_predictions
@@ -22,26 +24,47 @@ from vlmtune.training.fit import encode_split, fit, ready, resume_checkpoint
 from vlmtune.training.trackers import log_results
 
 
+HELDOUT = "heldout_prompt"  # predictions/{base,tuned}_heldout_prompt.jsonl and the metrics.json key
+
+
 def evaluate_into(run: RunDir, name: str, model, processor, spec, data, cfg: RunConfig) -> list[dict]:
     preds = predict_split(model, processor, spec, data[TEST], cfg.eval, cfg.data, desc=f"evaluating {name}")
     write_predictions(run / f"predictions/{name}.jsonl", preds)
     return preds
 
 
-def write_run_report(run: RunDir, data, cfg: RunConfig, base: list[dict] | None, tuned: list[dict], facts: dict) -> dict:
+def label_sets(cfg: RunConfig, base: list[dict] | None, tuned: list[dict]) -> list[dict]:
+    """Per picture, the parsed label multisets the report's per-class table counts (empty dicts
+    without a label column and parser, or when a test row has no label)."""
+    parser = label_parser(cfg.data.label_parser) if cfg.data.label_column else None
+    if parser is None or any(p.get("label") is None for p in tuned):
+        return [{} for _ in tuned]
+    parse_text, parse_label = parser
+    return [{"reference_labels": parse_label(p["label"]), "tuned_labels": parse_text(p["prediction"]),
+             **({"base_labels": parse_text(base[i]["prediction"])} if base else {})} for i, p in enumerate(tuned)]
+
+
+def write_run_report(run: RunDir, data, cfg: RunConfig, base: list[dict] | None, tuned: list[dict], facts: dict,
+                     heldout: dict | None = None) -> dict:
+    """``heldout``: ``heldout_summary``'s scores under the held-out prompt (None: not evaluated)."""
     before, after = (summarize(base) if base else None), summarize(tuned)
     test = data[TEST]
     samples = [
         {"image": test[p["index"]]["image"], "reference": p["reference"], "tuned": p["prediction"],
-         "tuned_scores": p["scores"], **({"base": base[i]["prediction"], "base_scores": base[i]["scores"]} if base else {})}
-        for i, p in enumerate(tuned)
+         "tuned_scores": p["scores"], **({"base": base[i]["prediction"], "base_scores": base[i]["scores"]} if base else {}),
+         **labels}
+        for i, (p, labels) in enumerate(zip(tuned, label_sets(cfg, base, tuned)))
     ]
     history = read_json(run / "log_history.json", [])
     write_report(run.path, f"vlmtune: {Path(cfg.output_dir).name}", f"base model: {cfg.model.name} · data: {cfg.data.path}",
-                 samples, before, after, history, list(facts.items()))
-    metrics = {"before": before, "after": after, **facts}
+                 samples, before, after, history, list(facts.items()),
+                 caveats=lookalike_caveats(data[TRAIN], test, len(tuned)), heldout=heldout)
+    metrics = {"before": before, "after": after, **facts, **({HELDOUT: heldout} if heldout else {})}
     write_json(run / "metrics.json", metrics)
     print_summary(summary_rows(before, after), f"{len(tuned)} test pictures: before vs after fine-tuning")
+    if heldout:
+        print_summary(summary_rows(heldout["before"], heldout["after"]),
+                      f"the same pictures asked the held-out prompt {heldout['prompt']!r}")
     print(f"report: {run / 'report.html'}")
     return metrics
 
@@ -84,7 +107,7 @@ def start(cfg: RunConfig, resume: bool, overwrite: bool) -> tuple[Session, Path 
 
 def load(s: Session) -> None:
     """The base model and the run's training plan, made once (a wrong target stops here)."""
-    s.model, s.processor, s.spec, s.dtype = load_model(s.cfg.model, training=True)
+    s.model, s.processor, s.spec, s.dtype = load_model(s.cfg.model, training=True, bf16=s.cfg.train.bf16)
     s.plan = check_plan(s.model, s.spec, s.cfg.train.lora)
 
 
@@ -102,17 +125,40 @@ def encoded(s: Session):
     return train, ready(s.model, s.spec, s.cfg, encode_split(encoder, s.validation, VALIDATION), s.run.path, plan=s.plan)
 
 
-def base_predictions(s: Session, resume: bool) -> list[dict] | None:
-    """The base model's answers on the test split (kept from before a crash when resuming)."""
+def heldout_test(s: Session) -> dict | None:
+    """``{test: the test split with every row asking data.heldout_prompt}``; None when that is off."""
+    prompt = s.cfg.data.heldout_prompt
+    return {TEST: with_prompt(s.data[TEST], prompt)} if prompt else None
+
+
+def base_predictions(s: Session, resume: bool) -> tuple[list[dict] | None, list[dict] | None]:
+    """The base model's answers on the test split, asked data.prompt and the held-out prompt
+    (each kept from before a crash when resuming); (None, None) without eval.before."""
     if not (s.cfg.eval.before and s.main):
-        return None
-    cached = s.run / "predictions/base.jsonl"
+        return None, None
+    heldout = heldout_test(s)
+    return (kept_or_evaluated(s, "base", s.data, resume),
+            kept_or_evaluated(s, f"base_{HELDOUT}", heldout, resume) if heldout else None)
+
+
+def kept_or_evaluated(s: Session, name: str, data, resume: bool) -> list[dict]:
+    cached = s.run / f"predictions/{name}.jsonl"
     if resume and cached.is_file():
         return read_predictions(cached)
-    return evaluate_into(s.run, "base", s.model, s.processor, s.spec, s.data, s.cfg)
+    return evaluate_into(s.run, name, s.model, s.processor, s.spec, data, s.cfg)
 
 
-def finish(s: Session, result, weights: str, base: list[dict] | None) -> dict:
+def heldout_summary(s: Session, tuned_model, base: list[dict] | None) -> dict | None:
+    """The tuned model asked the held-out prompt, and the before/after scores under it (None when off)."""
+    data = heldout_test(s)
+    if data is None:
+        return None
+    tuned = evaluate_into(s.run, f"tuned_{HELDOUT}", tuned_model, s.processor, s.spec, data, s.cfg)
+    return {"prompt": s.cfg.data.heldout_prompt, "training_prompts": training_prompts(s.cfg.data),
+            "before": summarize(base) if base else None, "after": summarize(tuned)}
+
+
+def finish(s: Session, result, weights: str, base: list[dict] | None, base_heldout: list[dict] | None) -> dict:
     """Main process: save the processor and history, evaluate the tuned model, report."""
     s.processor.save_pretrained(s.run / weights)
     write_json(s.run / "log_history.json", result.log_history)
@@ -123,8 +169,8 @@ def finish(s: Session, result, weights: str, base: list[dict] | None) -> dict:
     facts = {"train_seconds": round(result.seconds, 1), "trainable_parameters": result.trainable,
              "trainable_share": round(result.trainable / result.total, 4), "train_rows": len(s.data[TRAIN]),
              "validation_rows": 0 if s.validation is None else len(s.validation), "test_rows": len(s.data[TEST]),
-             "family": s.spec.name}
-    metrics = write_run_report(s.run, s.data, s.cfg, base, tuned, facts)
+             "family": s.spec.name, "epochs": result.epochs}
+    metrics = write_run_report(s.run, s.data, s.cfg, base, tuned, facts, heldout_summary(s, tuned_model, base_heldout))
     log_results(result.trainer, metrics, base, tuned)  # train.report_to: metrics + per-picture answers
     s.run.mark(s.cfg, status="done", weights=weights, family=s.spec.name)
     return metrics
@@ -134,7 +180,7 @@ def train_run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> 
     s, checkpoint = start(cfg, resume, overwrite)
     load(s)
     train, validation = encoded(s)
-    base = base_predictions(s, resume)
+    base, base_heldout = base_predictions(s, resume)
     if s.main:
         s.run.mark(cfg, status="training", family=s.spec.name, plan=s.plan.to_dict())
     wait_for_everyone()
@@ -142,7 +188,7 @@ def train_run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> 
                  s.processor.tokenizer.pad_token_id, resume=checkpoint, plan=s.plan)
     weights = FULL_MODEL_DIR if s.plan.saves_full_model else ADAPTER_DIR
     save_trained(result.model, result.trainer, s.run / weights)  # FSDP / ZeRO-3: gathered from every process
-    return finish(s, result, weights, base) if s.main else {}
+    return finish(s, result, weights, base, base_heldout) if s.main else {}
 
 
 def run_train(config_file: Path | None, overrides: list[str], resume: bool, overwrite: bool) -> dict:

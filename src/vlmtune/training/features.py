@@ -2,8 +2,8 @@
 
 With the vision tower frozen (no vision LoRA) its output for a picture never changes, and on a
 CPU it is most of a training step. We compute the selected vision features once with the
-family's own ``get_image_features`` (projector bypassed, so layer selection and CLS handling are
-exactly the model's), then feed ``projector(features)`` back through the public
+family's own ``get_image_features`` (the projector's input is captured, so layer selection and
+CLS handling are exactly the model's), then feed ``projector(features)`` back through the public
 ``mm_encoder_outputs`` argument of the model's forward. Features are computed in fp32 and kept
 exact; for many pictures a ``FeatureStore`` holds them on disk instead of in memory.
 """
@@ -36,22 +36,27 @@ def unwrap(model):
 
 
 @contextmanager
-def projector_bypassed(model, spec: FamilySpec):
-    parent_path, _, leaf = spec.projector_modules[0].rpartition(".")
-    parent = model.get_submodule(parent_path)
-    original = getattr(parent, leaf)
-    setattr(parent, leaf, nn.Identity())
+def projector_inputs(model, spec: FamilySpec):
+    """Collects what the projector is fed during the ``with`` block: the selected vision features.
+
+    A hook, not a replaced module: connectors such as Aya Vision's pixel shuffle live inside the
+    projector and reshape its output by the LM width, so an identity stand-in would hand back
+    features silently reshaped to the wrong token count.
+    """
+    seen: list[torch.Tensor] = []
+    handle = model.get_submodule(spec.projector_modules[0]).register_forward_pre_hook(
+        lambda module, args: seen.append(args[0]))
     try:
-        yield
+        yield seen
     finally:
-        setattr(parent, leaf, original)
+        handle.remove()
 
 
 class FeatureStore:
     """Per-picture feature tensors in an unnamed temporary file, read back one picture at a time.
 
-    At 145 tokens x 384 dims in fp32 (kept exact) a picture's features are 223 KB: 4,000 pictures
-    would hold 0.9 GB of RAM. Reads use ``pread``, not ``mmap``: mapped pages that were touched
+    At 256 patches x 384 dims in fp32 (the default, 224 px) a picture's features are 393 KB:
+    4,000 pictures would hold 1.6 GB of RAM. Reads use ``pread``, not ``mmap``: mapped pages that were touched
     count in the process's resident memory, pages read through the page cache do not. The file
     has no name (``TemporaryFile``), so a crash leaves nothing behind.
     """
@@ -97,15 +102,17 @@ def compute_features(model, spec: FamilySpec, examples: Iterable[dict], batch_si
     device, dtype = base.device, next(base.model.vision_tower.parameters()).dtype
     total = total if total is not None else (len(examples) if hasattr(examples, "__len__") else None)
     done = []
-    with projector_bypassed(base, spec), tqdm(total=total, desc="vision features", unit="picture") as bar:
+    with projector_inputs(base, spec) as seen, tqdm(total=total, desc="vision features", unit="picture") as bar:
         for chunk in _chunks(examples, batch_size):
-            pixels = torch.cat([e.pop("pixel_values") for e in chunk]).to(device, dtype)
-            feats = base.model.get_image_features(pixel_values=pixels).pooler_output
-            for e, f in zip(chunk, feats):
+            views = [e.pop("pixel_values") for e in chunk]  # [views, 3, H, W] each: tiles where a family tiles
+            base.model.get_image_features(pixel_values=torch.cat(views).to(device, dtype))
+            feats = torch.cat(seen)
+            seen.clear()
+            for e, f in zip(chunk, feats.split([len(v) for v in views])):
                 if store is None:
-                    e[FEATURES] = f.unsqueeze(0).float().cpu()
+                    e[FEATURES] = f.float().cpu()
                 else:
-                    store.append(f.unsqueeze(0))
+                    store.append(f)
             done += chunk
             bar.update(len(chunk))
     return done
@@ -117,4 +124,6 @@ def encoder_outputs(model, spec: FamilySpec, features: torch.Tensor) -> dict:
 
     projector = unwrap(model).get_submodule(spec.projector_modules[0])
     projected = projector(features.to(next(projector.parameters()).dtype))
-    return {"image": BaseModelOutputWithPooling(pooler_output=list(projected))}
+    # LLaVA concatenates a per-picture list; Aya Vision scatters one [views, tokens, dim] tensor.
+    pooled = projected if spec.pooled_as_tensor else list(projected)
+    return {"image": BaseModelOutputWithPooling(pooler_output=pooled)}

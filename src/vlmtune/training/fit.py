@@ -20,6 +20,7 @@ from vlmtune.training.checkpoints import newest_valid_checkpoint, require_disk_r
 from vlmtune.errors import VlmtuneError
 from vlmtune.training.examples import EncodedRows, Observer, cached_rows, observed
 from vlmtune.training.features import compute_features
+from vlmtune.training.schedule import scheduled
 from vlmtune.training.trainer import ListDataset, VlmTrainer, training_arguments
 
 
@@ -31,6 +32,7 @@ class FitResult:
     trainable: int
     total: int
     log_history: list = field(default_factory=list)
+    epochs: float | None = None  # as trained: set, or chosen by train.step_budget
 
 
 def encode_split(encoder: PromptAnswerTokenizer, dataset, desc: str) -> EncodedRows:
@@ -84,6 +86,8 @@ def fit(model, spec: FamilySpec, dtype: torch.dtype, train, evals, cfg: RunConfi
     checkpoint = None if resume is False else resume if isinstance(resume, Path) else resume_checkpoint(Path(output_dir))
     train = ready(model, spec, cfg, train, Path(output_dir), plan=plan)
     evals = ready(model, spec, cfg, evals, Path(output_dir), plan=plan) if evals is not None and len(evals) else None
+    cfg, line = scheduled(cfg, len(train))
+    print(line)
     from transformers import set_seed
 
     set_seed(cfg.train.seed)  # LoRA init draws from the global RNG: same seed, same adapter start
@@ -111,4 +115,5 @@ def fit(model, spec: FamilySpec, dtype: torch.dtype, train, evals, cfg: RunConfi
     if checkpoint is not None:
         print(f"resuming from {checkpoint}")
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    return FitResult(model, trainer, time.perf_counter() - start, trainable, total, trainer.state.log_history)
+    return FitResult(model, trainer, time.perf_counter() - start, trainable, total, trainer.state.log_history,
+                     cfg.train.epochs)

@@ -103,7 +103,7 @@ def training_arguments(cfg: TrainConfig, output_dir: str, bf16: bool, has_eval: 
     save_strategy = "no" if cfg.save_steps < 0 else "steps" if cfg.save_steps > 0 else "epoch"
     return TrainingArguments(
         output_dir=output_dir,
-        num_train_epochs=cfg.epochs,
+        num_train_epochs=cfg.epochs if cfg.epochs is not None else 1.0,  # None only beside max_steps (which wins)
         max_steps=cfg.max_steps,
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,

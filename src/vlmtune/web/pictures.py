@@ -19,7 +19,7 @@ from PIL import Image
 from vlmtune.data.pictures import open_picture
 from vlmtune.errors import VlmtuneError
 
-# The embedded default sees 168 px and every registry family resizes to at most ~1.5k px per side
+# The embedded default sees 224 px and every registry family resizes to at most ~1.5k px per side
 # (or caps its tiles), so 2048 px keeps what any model uses while a cached picture stays <= 12 MB.
 MAX_SIDE = 2048
 CACHED_PICTURES = 16

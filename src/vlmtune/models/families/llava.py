@@ -106,8 +106,8 @@ LLAVA = FamilySpec(
     vision_leaves=CLIP_LIKE_VISION,
     hooks=LlavaHooks(),
     feature_cache=True,
-    notes="LLaVA-1.5 and the embedded default (DINOv2 + SmolLM2)",
-    presets=("configs/llava-1.5-7b.yaml", "configs/photos-default.yaml"),
+    notes="LLaVA-1.5, and the embedded default's LLaVA layout (DINOv2 + SmolLM2, pixel_shuffle=1: the benchmark's A/B)",
+    presets=("configs/llava-1.5-7b.yaml",),
     verified=(("llava-hf/llava-1.5-7b-hf", "shapes+tokenizer"), ("llava-hf/llava-1.5-13b-hf", "shapes"),
               ("default", "tokenizer+trained")),
 )

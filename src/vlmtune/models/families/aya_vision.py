@@ -1,0 +1,49 @@
+"""Aya Vision layout: a vision tower + a pixel-shuffle SwiGLU connector + an LM (AyaVisionForConditionalGeneration).
+
+Two kinds of checkpoint have this module tree:
+- the embedded default (models/default.py): DINOv2-S/14 + SmolLM2-135M, a ``LlavaProcessor``
+  whose placeholder count is one token per 2x2 patch block, ChatML turns closed by <|im_end|> (EOS);
+- Cohere's Aya Vision (SigLIP + Cohere2): ``AyaVisionProcessor`` tiles, a template that writes BOS
+  itself and closes turns with <|END_OF_TURN_TOKEN|>. Checked on a tiny model of that kind in the
+  shared family tests; no published Aya checkpoint was built here.
+
+Module tree: LM ``model.language_model`` (q/k/v/o_proj + gate/up/down_proj); vision
+``model.vision_tower`` (SigLIP q/k/v/out_proj + fc1/fc2; DINOv2 in transformers 5 the same
+leaves); projector ``model.multi_modal_projector`` (pixel shuffle, LayerNorm, linear_1 SwiGLU,
+linear_2), trained whole.
+
+Feature cache: ``get_image_features`` takes plain ``pixel_values`` ([views, 3, H, W]: tiles are
+views), the projector's input is the selected vision features, and the model scatters
+``mm_encoder_outputs["image"].pooler_output`` as one [views, tokens, dim] tensor.
+"""
+
+from vlmtune.models.families.llava import CLIP_LIKE_VISION
+from vlmtune.models.family import FamilyHooks, FamilySpec
+
+COHERE_END_OF_TURN = "<|END_OF_TURN_TOKEN|>"
+
+
+class AyaVisionHooks(FamilyHooks):
+    def end_of_turn(self, spec, tokenizer) -> str:
+        """Cohere's turn token where the vocabulary has it (its EOS is a different token), else EOS."""
+        return COHERE_END_OF_TURN if COHERE_END_OF_TURN in tokenizer.get_vocab() else tokenizer.eos_token
+
+
+AYA_VISION = FamilySpec(
+    name="aya_vision",
+    model_types=("aya_vision",),
+    model_class="AyaVisionForConditionalGeneration",
+    lm_prefix=r"model\.language_model",
+    vision_prefix=r"model\.vision_tower",
+    projector_modules=("model.multi_modal_projector",),
+    vision_leaves=CLIP_LIKE_VISION,
+    # Cohere's template writes BOS and its tokenizer adds another; SmolLM2's adds none, so this is
+    # a no-op for the default.
+    processor_kwargs=(("add_special_tokens", False),),
+    hooks=AyaVisionHooks(),
+    feature_cache=True,
+    pooled_as_tensor=True,
+    notes="the embedded default (DINOv2 + pixel shuffle + SmolLM2) and Aya Vision (SigLIP + Cohere2)",
+    presets=("configs/photos-default.yaml",),
+    verified=(("default", "tokenizer+trained"),),
+)
