@@ -12,9 +12,8 @@ from pathlib import Path
 
 from PIL import ImageDraw
 
-from vlmtune.data.captions import write_captions
+from vlmtune.data.synth import write_scenes
 from vlmtune.data.synth.shapes import COLOURS, SHAPES, _background, _draw_object, join
-from vlmtune.errors import VlmtuneError
 
 NUMBERS = ("one", "two", "three", "four", "five")
 
@@ -53,16 +52,4 @@ def counting_scene(rng: random.Random, size: int):
 
 def synth_counting(out: Path, n: int = 200, seed: int = 0, size: int = 224, test_ratio: float = 0.2) -> Path:
     """Write ``out/images/count_NNNNN.png`` and ``out/captions.csv`` (file_name, caption, split)."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise VlmtuneError(f"{out}: folder is not empty; choose a new output folder")
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    n_test = round(n * test_ratio)
-    rows = []
-    for i in range(n):
-        img, caption = counting_scene(random.Random(f"count:{seed}:{i}"), size)
-        name = f"images/count_{i:05d}.png"
-        img.save(out / name)
-        rows.append({"file_name": name, "caption": caption, "split": "test" if i < n_test else "train"})
-    write_captions(out / "captions.csv", rows, ["file_name", "caption", "split"])
-    return out
+    return write_scenes(out, n, test_ratio, "count", lambda i: counting_scene(random.Random(f"count:{seed}:{i}"), size))

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from vlmtune.data.captions import write_captions
-from vlmtune.errors import VlmtuneError
+from vlmtune.data.synth import write_scenes
 
 COLOURS = {
     "red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 70, 220), "yellow": (240, 210, 20),
@@ -108,16 +107,4 @@ def scene(rng: random.Random, size: int) -> tuple[Image.Image, str]:
 
 def synth_shapes(out: Path, n: int = 1000, seed: int = 0, size: int = 112, test_ratio: float = 0.1) -> Path:
     """Write ``out/images/shape_NNNNN.png`` and ``out/captions.csv`` (file_name, caption, split)."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise VlmtuneError(f"{out}: folder is not empty; choose a new output folder")
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    n_test = round(n * test_ratio)
-    rows = []
-    for i in range(n):
-        img, caption = scene(random.Random(f"{seed}:{i}"), size)
-        name = f"images/shape_{i:05d}.png"
-        img.save(out / name)
-        rows.append({"file_name": name, "caption": caption, "split": "test" if i < n_test else "train"})
-    write_captions(out / "captions.csv", rows, ["file_name", "caption", "split"])
-    return out
+    return write_scenes(out, n, test_ratio, "shape", lambda i: scene(random.Random(f"{seed}:{i}"), size))
