@@ -35,6 +35,11 @@ def summary_rows(before: dict | None, after: dict) -> list[dict]:
     return rows
 
 
+def trend(delta: float | None) -> str:
+    """The CSS class of a change: "up", "down", or "" for none (unknown, or float noise)."""
+    return "" if delta is None or abs(delta) < SAME else ("up" if delta > 0 else "down")
+
+
 def _score(scores: dict | None, key: str) -> str:
     return f"{scores[key]:.3f}" if scores and key in scores else "—"
 
@@ -50,7 +55,7 @@ def robustness_view(before: dict | None, after: dict, heldout: dict | None) -> d
         rows.append({"metric": METRIC_NAMES[key], "before": _score(before, key), "after": _score(after, key),
                      "heldout_before": _score(h_before, key), "heldout_after": _score(h_after, key),
                      "gap": "—" if gap is None else f"{gap:+.3f}",
-                     "cls": "" if gap is None or abs(gap) < SAME else ("up" if gap > 0 else "down")})
+                     "cls": trend(gap)})
     trained = "; ".join(repr(p) for p in heldout.get("training_prompts") or [])
     return {"prompt": heldout["prompt"], "rows": rows,
             "note": f"The same test pictures, each asked {heldout['prompt']!r} in place of its own prompt: a wording "
@@ -149,7 +154,7 @@ def confusion_view(rows: list[ClassRow]) -> list[dict]:
             "name": class_name(r.label), "support": a.support,
             "before": "—" if b is None else f"{b.tp} / {b.fn} / {b.fp}", "after": f"{a.tp} / {a.fn} / {a.fp}",
             "f1_before": _f1(b), "f1_after": _f1(a), "delta": "—" if delta is None else f"{delta:+.2f}",
-            "cls": "" if not delta or abs(delta) < SAME else ("up" if delta > 0 else "down"),
+            "cls": trend(delta),
             "confused_before": _confused(r.confused_before), "confused_after": _confused(r.confused_after),
         })
     return view
@@ -190,7 +195,7 @@ def write_report(out: Path, title: str, subtitle: str, samples: list[dict], befo
             "base": s.get("base", "—"), "tuned": s["tuned"],
             "base_scores": _fmt_scores(s.get("base_scores")), "tuned_scores": _fmt_scores(s["tuned_scores"]),
             "change": "—" if c is None else ("0.00" if abs(c) < SAME else f"{c:+.2f}"),
-            "cls": "" if c is None or abs(c) < SAME else ("up" if c > 0 else "down"),
+            "cls": trend(c),
         })
     view = [view[i] for i in order_by_change(changes)]
     ctx = {"title": title, "subtitle": subtitle, "n": len(samples), "summary": rows, "samples": view, "facts": facts,

@@ -6,7 +6,7 @@ held-out scores in the metadata; the packaged copy is what ``ensure_default_base
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 from vlmtune.config import ModelConfig, load_config
@@ -42,7 +42,7 @@ def run_align(out: Path | None, steps: int, n_images: int, seed: int, overrides:
     spec = DefaultBaseSpec(seed=seed)
     cfg = load_config(overrides=[*ALIGN_DEFAULTS, f"train.max_steps={steps}", f"train.seed={seed}", *overrides])
     data = build_dataset(shapes_data(n_images, ALIGN_IMAGE_SIZE, seed), cfg.data.prompt)
-    base = ensure_default_base(projector=None, spec=replace(spec, image_size=ALIGN_IMAGE_SIZE))
+    base = ensure_default_base(projector=None, spec=spec)
     model, processor, family, dtype = load_model(ModelConfig(name=str(base)), training=True, bf16=cfg.train.bf16)
     encoder = PromptAnswerTokenizer(processor, family, cfg.data.max_length)
     result = fit(model, family, dtype, encode_split(encoder, data[TRAIN], TRAIN), None, cfg,

@@ -18,9 +18,14 @@ from vlmtune.errors import VlmtuneError
 WAIT = timedelta(hours=6)
 
 
+def world_size() -> int:
+    """Processes the launcher started (1 without one)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def launched() -> bool:
     """Started by a distributed launcher (accelerate launch, torchrun, deepspeed)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return world_size() > 1
 
 
 def state():

@@ -4,8 +4,9 @@ With the vision tower frozen (no vision LoRA) its output for a picture never cha
 CPU it is most of a training step. We compute the selected vision features once with the
 family's own ``get_image_features`` (the projector's input is captured, so layer selection and
 CLS handling are exactly the model's), then feed ``projector(features)`` back through the public
-``mm_encoder_outputs`` argument of the model's forward. Features are computed in fp32 and kept
-exact; for many pictures a ``FeatureStore`` holds them on disk instead of in memory.
+``mm_encoder_outputs`` argument of the model's forward. Features are computed in the vision
+tower's dtype (bf16 when training on a bf16 CPU or GPU) and stored in fp32; for many pictures a
+``FeatureStore`` holds them on disk instead of in memory.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from pathlib import Path
 
 import torch
 from accelerate.utils import extract_model_from_parallel
-from torch import nn
 from tqdm.auto import tqdm
 
 from vlmtune.models.family import FamilySpec
@@ -56,8 +56,8 @@ class FeatureStore:
     """Per-picture feature tensors in an unnamed temporary file, read back one picture at a time.
 
     At 256 patches x 384 dims in fp32 (the default, 224 px) a picture's features are 393 KB:
-    4,000 pictures would hold 1.6 GB of RAM. Reads use ``pread``, not ``mmap``: mapped pages that were touched
-    count in the process's resident memory, pages read through the page cache do not. The file
+    4,000 pictures would hold 1.6 GB of RAM. Reads use ``pread``, not ``mmap``: mapped pages that
+    were touched count in the process's resident memory, pages read through the page cache do not. The file
     has no name (``TemporaryFile``), so a crash leaves nothing behind.
     """
 

@@ -12,10 +12,10 @@ shape and counting scenes, so the recipe is not fitted yet.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import replace
 
 from vlmtune.config import RunConfig
+from vlmtune.training.distributed import world_size
 
 MIN_EPOCHS = 3.0  # never fewer passes than the old default, however many pictures
 MAX_EPOCHS = 30.0  # a few dozen pictures: beyond this the sweep saw no gain, only time
@@ -34,7 +34,7 @@ def budget_epochs(step_budget: int, rows: int, batch_size: int, grad_accum: int,
 def scheduled(cfg: RunConfig, rows: int) -> tuple[RunConfig, str]:
     """``cfg`` with train.epochs decided, and the line that says how."""
     t = cfg.train
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = world_size()
     per_epoch = steps_per_epoch(rows, t.batch_size, t.grad_accum, world)
     if t.max_steps > 0:
         return cfg, f"schedule: train.max_steps={t.max_steps}"
