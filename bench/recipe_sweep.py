@@ -11,7 +11,9 @@ cell's minutes are training + one evaluation.
 
 Recipes: ``old`` = the defaults before the small-data issue (3 epochs, projector at the LoRA
 learning rate, LoRA dropout 0.05, one prompt); ``new`` = epochs by train.step_budget (150 steps,
-3 to 30 epochs), LoRA dropout 0, the default prompt paraphrases (data.prompts).
+3 to 30 epochs), LoRA dropout 0, the default prompt paraphrases (data.prompts); ``3ep`` = today's
+defaults. A ``+aug`` recipe is the same with data.augment on (its defaults), the others have it off.
+Chess cells are also scored on the held-out render domain (data.heldout_domain).
 """
 
 from __future__ import annotations
@@ -32,16 +34,22 @@ from vlmtune.stages.train import train_run
 
 HERE = Path(__file__).resolve().parent
 N_TEST = 30
-OLD = ["train.epochs=3", "train.projector_lr=null", "train.lora.dropout=0.05", "data.prompts=[]"]
-RECIPES = {"old": OLD, "new": ["train.epochs=null", "train.lora.dropout=0"]}
+OLD = ["train.epochs=3", "train.projector_lr=null", "train.lora.dropout=0.05", "data.prompts=[]", "data.augment.views=1"]
+NEW = ["train.epochs=null", "train.lora.dropout=0", "data.augment.views=1"]
+THREE = ["train.epochs=3", "train.lora.dropout=0.05", "data.augment.views=1"]  # the defaults before augmentation
+# "+aug": the same with 4 augmented views (photometric + zoom-out jitter). "new+aug" is today's default
+# for a few dozen pictures (train.epochs=null gives >= 6 epochs, so data.augment.views=null gives 4).
+RECIPES = {"old": OLD, "new": NEW, "new+aug": [*NEW[:-1], "data.augment.views=4"], "3ep": THREE,
+           "3ep+aug": [*THREE[:-1], "data.augment.views=4"]}
 COMMON = ["eval.before=false", "data.heldout_prompt=null", "train.save_steps=-1", "train.eval_each_epoch=false",
           "eval.max_new_tokens=24", "eval.batch_size=16", "data.validation_ratio=0"]
 
 
 def source(task: str) -> tuple[Path, list[str]]:
     """The task's full caption folder and the overrides it needs (labels for chess)."""
-    if task == "chess":
-        return chess_data(400, 224, 0, 48 / 400), ["data.label_column=pieces", "data.label_parser=chess"]
+    if task == "chess":  # scored on the held-out render domain too (other meshes and colours)
+        return chess_data(400, 224, 0, 48 / 400), ["data.label_column=pieces", "data.label_parser=chess",
+                                                   f"data.heldout_domain={chess_data(48, 224, 1000, 1.0, 'heldout')}"]
     make = {"shapes": synth_shapes, "counting": synth_counting}[task]
     recipe = {"n": 200, "size": 224, "seed": 7, "test_ratio": N_TEST / 200, "task": task}
     folder = cached_set(f"sweep-{task}", recipe, lambda out: make(out, n=200, seed=7, size=224, test_ratio=N_TEST / 200))
@@ -72,23 +80,41 @@ def cell(task: str, n: int, recipe: str, root: Path) -> dict:
     start = time.perf_counter()
     metrics = train_run(load_config(overrides=[f"data.path={data}", f"output_dir={out}", *COMMON, *extra,
                                                *RECIPES[recipe]]), overwrite=True)
-    after = metrics["after"]
+    after, domain = metrics["after"], (metrics.get("heldout_domain") or {}).get("after")
     return {"task": task, "pictures": n, "recipe": recipe, "minutes": (time.perf_counter() - start) / 60,
             "epochs": metrics.get("epochs"), "score": after.get("label_f1", after["token_f1"]),
             "score_name": "label_f1" if "label_f1" in after else "token_f1", "exact": after["exact"],
-            "token_f1": after["token_f1"]}
+            "token_f1": after["token_f1"], **({"heldout_domain_score": domain["label_f1"]} if domain else {})}
 
 
-def markdown(cells: list[dict]) -> str:
-    lines = ["| task (score) | pictures | old: score / exact / min | new: score / exact / min | new - old |",
+def _fmt(c: dict | None) -> str:
+    if not c:
+        return "—"
+    domain = f" (held-out domain {c['heldout_domain_score']:.3f})" if "heldout_domain_score" in c else ""
+    return f"{c['score']:.3f}{domain} / {c['exact']:.3f} / {c['minutes']:.1f} ({c['epochs']:g} ep)"
+
+
+def markdown(cells: list[dict], a: str = "old", b: str = "new") -> str:
+    """Recipe ``a`` against ``b``, a row per task and size; the last column is b - a."""
+    lines = [f"| task (score) | pictures | {a}: score / exact / min | {b}: score / exact / min | {b} - {a} |",
              "|---|---:|---|---|---:|"]
     by = {(c["task"], c["pictures"], c["recipe"]): c for c in cells}
     for task, n in dict.fromkeys((c["task"], c["pictures"]) for c in cells):
-        old, new = by.get((task, n, "old")), by.get((task, n, "new"))
-        fmt = (lambda c: f"{c['score']:.3f} / {c['exact']:.3f} / {c['minutes']:.1f} ({c['epochs']:g} ep)" if c else "—")
-        name = (old or new)["score_name"].replace("label_f1", "piece-set F1").replace("token_f1", "token F1")
-        delta = f"{new['score'] - old['score']:+.3f}" if old and new else "—"
-        lines.append(f"| {task} ({name}) | {n} | {fmt(old)} | {fmt(new)} | {delta} |")
+        one, two = by.get((task, n, a)), by.get((task, n, b))
+        name = (one or two)["score_name"].replace("label_f1", "piece-set F1").replace("token_f1", "token F1")
+        delta = f"{two['score'] - one['score']:+.3f}" if one and two else "—"
+        lines.append(f"| {task} ({name}) | {n} | {_fmt(one)} | {_fmt(two)} | {delta} |")
+    return "\n".join(lines) + "\n"
+
+
+def grid(cells: list[dict], recipes: list[str]) -> str:
+    """One column per recipe (score, held-out domain score for chess, minutes), a row per task and size."""
+    by = {(c["task"], c["pictures"], c["recipe"]): c for c in cells}
+    lines = ["| task (score) | pictures | " + " | ".join(recipes) + " |", "|---|---:|" + "---|" * len(recipes)]
+    for task, n in dict.fromkeys((c["task"], c["pictures"]) for c in cells):
+        row = [by.get((task, n, r)) for r in recipes]
+        name = next(c for c in row if c)["score_name"].replace("label_f1", "piece-set F1").replace("token_f1", "token F1")
+        lines.append(f"| {task} ({name}) | {n} | " + " | ".join(_fmt(c) for c in row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -99,7 +125,13 @@ def main() -> None:
     ap.add_argument("--recipes", default="old,new")
     ap.add_argument("--root", type=Path, default=Path("runs/sweep"))
     ap.add_argument("--out", type=Path, default=HERE / "results" / "recipe_sweep")
+    ap.add_argument("--grid", default="", help="Only print a table of saved results: comma-separated JSON files "
+                                                "(their cells, one column per --recipes entry)")
     args = ap.parse_args()
+    if args.grid:
+        cells = [c for f in args.grid.split(",") for c in json.loads(Path(f).read_text())]
+        print(grid(cells, args.recipes.split(",")))
+        return
     cells = []
     for task in args.tasks.split(","):
         for n in map(int, args.sizes.split(",")):
@@ -108,7 +140,7 @@ def main() -> None:
                 print(json.dumps(cells[-1]), flush=True)
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.with_suffix(".json").write_text(json.dumps(cells, indent=1))
-    table = markdown(cells)
+    table = markdown(cells, *args.recipes.split(",")[:2])
     args.out.with_suffix(".md").write_text(table)
     print(table)
 

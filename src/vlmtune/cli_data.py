@@ -19,11 +19,13 @@ def synth_chess(
     test_ratio: float = typer.Option(0.2, help="Share of pictures marked split=test."),
     seed: int = typer.Option(0, help="Same seed, same pictures."),
     size: int = typer.Option(224, help="Side of the square pictures in pixels."),
+    domain: str = typer.Option("train", help="Render domain: train (brutalchess meshes) or heldout (dreamchess "
+                                             "meshes, colours no train render uses; for data.heldout_domain)."),
 ) -> None:
     """Pictures of 1-3 chess pieces with exact captions and a `pieces` label column."""
     from vlmtune.data.synth.chess import synth_chess as run
 
-    run(out, n=n, seed=seed, size=size, test_ratio=test_ratio)
+    run(out, n=n, seed=seed, size=size, test_ratio=test_ratio, domain=domain)
 
 
 @data_app.command("synth-shapes")

@@ -65,6 +65,21 @@ class ModelConfig:
 
 
 @dataclass
+class AugmentConfig:
+    views: int | None = doc("Versions of each train picture: the picture itself and views - 1 augmented ones (each a "
+                            "fixed function of train.seed, the picture and the view, so the feature cache computes "
+                            "them once); epoch e shows picture i its view (e + i) mod views. 1: off. None: 4 when "
+                            "the run trains at least 6 epochs, else off (augmentation regularises many passes over "
+                            "few pictures and cost a 3-epoch run: bench/README.md, small-data recipe).", None)
+    photometric: bool = doc("Exposure, contrast, saturation, colour temperature; sometimes blur and JPEG "
+                            "re-encoding. Nothing a caption says changes.", True)
+    scale_jitter: float = doc("Shrink the picture by up to this share onto a canvas of its border colour, shifted: "
+                              "every object stays in frame (a zoom-in could cut one off). 0: off.", 0.1)
+    flip: bool = doc("Mirror half the views. Off: captions may say left and right (chess reads left to right).", False)
+    rotate: float = doc("Rotate by up to this many degrees, corners kept. Off: a caption may say upright.", 0.0)
+
+
+@dataclass
 class DataConfig:
     path: str | None = doc("Caption folder (captions.csv + images), metadata.jsonl/imagefolder, a dataset saved by "
                            "'vlmtune data build', or a hub dataset name.", None)
@@ -79,6 +94,10 @@ class DataConfig:
     heldout_prompt: str | None = doc(
         "A wording trained on by no row: the report also scores the test split, before and after, with it in "
         "place of every prompt (prompt robustness). None or empty: off.", HELDOUT_PROMPT)
+    heldout_domain: str | None = doc(
+        "A second test set from a domain not trained on (your real photos while training on renders; the demo's "
+        "renders of another mesh set and colours): a caption folder or dataset, every row of it scored before and "
+        "after, beside the test split. None: off.", None)
     test_ratio: float = doc("Share of rows put in the test split when the data has no split.", 0.2)
     validation_ratio: float = doc("Share of train pictures held out for eval loss and early stopping when the data has "
                                   "no validation split (chosen by a hash of each picture's bytes, at least 1 picture; "
@@ -87,6 +106,8 @@ class DataConfig:
     label_column: str | None = doc("Structured label column scored as a multiset (e.g. chess 'pieces').", None)
     label_parser: str | None = doc("How to read labels out of generated text: a registered parser ('chess') or None.", None)
     max_length: int = doc("Token budget per sample; a sample that would cut image tokens or its answer is refused.", 512)
+    augment: AugmentConfig = doc("Augmentations of train pictures that keep their captions true (data/augment.py).",
+                                 factory=AugmentConfig)
 
 
 @dataclass
@@ -94,14 +115,15 @@ class LoraConfig:
     targets: str = doc(f"What trains: one of {', '.join(LORA_TARGETS)}.", "lm+projector")
     r: int = doc("LoRA rank.", 16)
     alpha: int = doc("LoRA alpha (scaling = alpha / r).", 32)
-    dropout: float = doc("LoRA dropout (0 saves ~30 % of a CPU step: PEFT's dropout copies every LoRA input).", 0.05)
+    dropout: float = doc("LoRA dropout (0 saves ~30 % of a CPU step: PEFT's dropout copies every LoRA input; the "
+                         "small-data sweep's recipe has 0).", 0.0)
 
 
 @dataclass
 class TrainConfig:
     epochs: float | None = doc("Training epochs; null: chosen from the number of train pictures so that training "
-                               "takes about train.step_budget optimizer steps (printed; training/schedule.py). "
-                               "Not the default yet: see bench/README.md, small-data recipe.", 3.0)
+                               "takes about train.step_budget optimizer steps, 3 to 30 epochs (printed; "
+                               "training/schedule.py; fitted by the sweep in bench/README.md, small-data recipe).", None)
     step_budget: int = doc("Optimizer steps to aim at with train.epochs=null (within 3 to 30 epochs).", 150)
     max_steps: int = doc("Stop after this many optimizer steps (-1: use epochs).", -1)
     lr: float = doc("Peak learning rate for LoRA weights.", 3e-4)
@@ -195,6 +217,10 @@ def validate(cfg: RunConfig) -> RunConfig:
     _check(0 <= d.validation_ratio < 1, "data.validation_ratio", d.validation_ratio, "must be in [0, 1)")
     _check(d.max_length >= 16, "data.max_length", d.max_length, "must be >= 16")
     check_prompts(d)
+    _check(d.augment.views is None or d.augment.views >= 1, "data.augment.views", d.augment.views,
+           "must be >= 1 (1: no augmentation; unset: by the number of epochs)")
+    _check(0 <= d.augment.scale_jitter < 0.5, "data.augment.scale_jitter", d.augment.scale_jitter, "must be in [0, 0.5)")
+    _check(0 <= d.augment.rotate <= 45, "data.augment.rotate", d.augment.rotate, "must be in [0, 45] degrees")
     _check(t.early_stopping_patience == 0 or t.save_steps >= 0, "train.early_stopping_patience",
            t.early_stopping_patience, "needs checkpoints to restore the best one: set train.save_steps >= 0")
     _check(e.max_new_tokens >= 1, "eval.max_new_tokens", e.max_new_tokens, "must be >= 1")

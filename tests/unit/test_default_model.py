@@ -66,10 +66,11 @@ def test_second_call_reuses_the_cache(built):
 def test_packaged_projector_matches_the_spec():
     tensors, spec, info = load_projector(PROJECTOR_FILE)
     assert spec == DefaultBaseSpec(**{**spec.__dict__})
-    # Aya's connector: LayerNorm over 2x2 concatenated DINOv2 patches (4 x 384), SwiGLU 2 x 576 -> 576.
-    assert spec.pixel_shuffle == 2 and spec.image_tokens == 64
-    assert tensors["layernorm.weight"].shape == (1536,) and tensors["linear_1.weight"].shape == (1152, 1536)
-    assert tensors["linear_2.weight"].shape == (576, 576) and info["steps"] > 0 and "held_out" in info
+    # Aya's connector: LayerNorm over 2x2 concatenated DINOv2 patches (4 x 384), SwiGLU 544 -> 272 gated -> 576.
+    assert spec.pixel_shuffle == 2 and spec.image_tokens == 64 and spec.connector_width == 544
+    assert tensors["layernorm.weight"].shape == (1536,) and tensors["linear_1.weight"].shape == (544, 1536)
+    assert tensors["linear_2.weight"].shape == (576, 272) and info["steps"] > 0 and "held_out" in info
+    assert PROJECTOR_FILE.stat().st_size < 2 * 1024 * 1024  # git carries files under 2 MB
 
 
 def test_the_llava_layout_projector_still_loads_as_its_own_spec():

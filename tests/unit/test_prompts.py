@@ -148,7 +148,7 @@ def test_run_report_records_the_heldout_scores_in_metrics(tmp_path):
     cfg = load_config(overrides=[f"output_dir={tmp_path}"])
     data = {TRAIN: [{IMAGE: Image.new("RGB", (32, 32), (9, 9, 9))}], TEST: [{IMAGE: Image.new("RGB", (32, 32))}]}
     tuned = [{"index": 0, "reference": "r", "label": None, "prediction": "t", "scores": {"exact": 0.25, "token_f1": 0.75}}]
-    write_run_report(RunDir(tmp_path), data, cfg, None, tuned, {"test_rows": 1}, HELDOUT)
+    write_run_report(RunDir(tmp_path), data, cfg, None, tuned, {"test_rows": 1}, {"heldout_prompt": HELDOUT})
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["heldout_prompt"] == HELDOUT and metrics["test_rows"] == 1
     assert "| exact match | — | 0.250 | 0.000 | 0.250 | +0.000 |" in (tmp_path / "report.md").read_text()

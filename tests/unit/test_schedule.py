@@ -4,7 +4,7 @@ import pytest
 
 from vlmtune.config import load_config
 from vlmtune.errors import VlmtuneError
-from vlmtune.training.schedule import MAX_EPOCHS, MIN_EPOCHS, budget_epochs, scheduled, steps_per_epoch
+from vlmtune.training.schedule import MAX_EPOCHS, MIN_EPOCHS, augment_views, budget_epochs, scheduled, steps_per_epoch
 
 
 def test_steps_per_epoch_counts_partial_batches_and_processes():
@@ -27,9 +27,7 @@ def test_budget_epochs_by_data_size(rows, want):
 
 
 def test_null_epochs_follow_the_budget_and_explicit_settings_win():
-    default, line = scheduled(load_config(overrides=["train.batch_size=8"]), 120)
-    assert default.train.epochs == 3.0 and line == "schedule: train.epochs=3 (45 steps of 15 an epoch)"
-    cfg = load_config(overrides=["train.batch_size=8", "train.epochs=null"])
+    cfg = load_config(overrides=["train.batch_size=8"])  # null epochs is the default
     assert cfg.train.epochs is None and cfg.train.step_budget == 150
     chosen, line = scheduled(cfg, 120)
     assert chosen.train.epochs == 10.0 and cfg.train.epochs is None  # a copy: the user's config is untouched
@@ -43,3 +41,19 @@ def test_null_epochs_follow_the_budget_and_explicit_settings_win():
 def test_a_bad_budget_is_refused_in_one_line():
     with pytest.raises(VlmtuneError, match="train.step_budget"):
         load_config(overrides=["train.step_budget=0"])
+
+
+@pytest.mark.parametrize("overrides,rows,views,says", [
+    ([], 30, 4, "augmentation: on, 4 views of each picture (19 epochs >= 6"),  # 8 steps an epoch at batch 4
+    ([], 352, 1, "augmentation: off (3 epochs < 6"),  # 88 steps an epoch: the budget's floor
+    (["train.epochs=6"], 352, 4, "(6 epochs >= 6"),
+    (["train.max_steps=40"], 40, 1, "augmentation: off (4 epochs < 6"),  # 10 steps an epoch: max_steps is 4 epochs
+])
+def test_unset_views_follow_the_epochs(overrides, rows, views, says):
+    cfg, line = augment_views(load_config(overrides=overrides), rows)
+    assert cfg.data.augment.views == views and says in line
+
+
+def test_set_views_win_and_say_nothing():
+    cfg, line = augment_views(load_config(overrides=["data.augment.views=2"]), 30)
+    assert cfg.data.augment.views == 2 and line is None

@@ -13,7 +13,7 @@ from PIL import Image
 from vlmtune.data.captions import read_captions
 from vlmtune.data.synth import chess
 from vlmtune.data.synth.chess_text import COLOURS, TYPES, caption_for, parse_label, parse_pieces, pieces_label
-from vlmtune.data.synth.meshes import STAUNTON_HEIGHT, Mesh, corner_normals, read_obj, weld
+from vlmtune.data.synth.meshes import STAUNTON_HEIGHT, Mesh, corner_normals, read_dcm, read_obj, weld
 from vlmtune.errors import VlmtuneError
 
 
@@ -38,7 +38,7 @@ def _lathe(height: float, width: float, stretch: float = 1.0, segments: int = 12
 @pytest.fixture
 def meshes(monkeypatch):
     fake = {t: _lathe(h, 0.17, 1.4 if t == "knight" else 1.0) for t, h in STAUNTON_HEIGHT.items()}
-    monkeypatch.setattr(chess, "load_meshes", lambda: fake)
+    monkeypatch.setattr(chess, "load_meshes", lambda source="brutalchess": fake)
     return fake
 
 
@@ -90,7 +90,7 @@ def test_refuses_a_foreign_or_different_folder(meshes, tmp_path):
 
 
 def test_glyph_fallback_without_meshes(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(chess, "load_meshes", lambda: None)
+    monkeypatch.setattr(chess, "load_meshes", lambda source="brutalchess": None)
     out = chess.synth_chess(tmp_path / "set", n=4, size=48, workers=1)
     assert "glyphs" in capsys.readouterr().out
     assert '"renderer": "glyphs"' in (out / "synth.json").read_text()
@@ -172,3 +172,40 @@ def test_read_obj_handles_negative_indices_and_quads(tmp_path):
     assert f.tolist() == [[0, 1, 2], [0, 2, 3], [0, 1, 2]]
     normals = corner_normals(v, f)
     assert np.allclose(normals, [0, 0, 1])
+
+
+def test_heldout_domain_is_all_test_from_the_other_mesh_set(meshes, monkeypatch, tmp_path):
+    asked = []
+    monkeypatch.setattr(chess, "load_meshes", lambda source="brutalchess": asked.append(source) or meshes)
+    out = chess.synth_chess(tmp_path / "held", n=6, size=40, workers=1, test_ratio=1.0, domain="heldout")
+    assert asked == ["dreamchess"] and '"domain": "heldout"' in (out / "synth.json").read_text()
+    assert {r["split"] for r in read_captions(out / "captions.csv")} == {"test"}
+    train = chess.synth_chess(tmp_path / "train", n=6, size=40, workers=1, test_ratio=1.0)
+    assert _files(out / "images") != _files(train / "images")  # same plans and poses, other colours
+
+
+def test_heldout_domain_without_its_meshes_says_which_package(monkeypatch, tmp_path):
+    monkeypatch.setattr(chess, "load_meshes", lambda source="brutalchess": None)
+    with pytest.raises(VlmtuneError, match=r"heldout render domain needs the dreamchess meshes.*apt-get download dreamchess-data"):
+        chess.synth_chess(tmp_path / "held", n=2, size=40, workers=1, domain="heldout")
+    assert not (tmp_path / "held").exists()
+
+
+def test_read_dcm_turns_strips_outward_and_z_up_to_y_up(tmp_path):
+    # A unit square in the z=0 plane (file coordinates), normals +z; the strip 0 1 2 3 makes the
+    # triangles (0,1,2) and (1,2,3): the second winds the other way and must be turned.
+    verts = ["0 0 0", "1 0 0", "0 1 0", "1 1 0"]
+    dcm = tmp_path / "square.dcm"
+    dcm.write_text("DCM 0100\n4\n" + "\n".join(verts) + "\n" + "0 0 1\n" * 4 + "0 0\n" * 4 + "1\nSTRIP\n4\n0\n1\n2\n3\n")
+    v, f = read_dcm(dcm)
+    assert v.tolist() == [[0, 0, 0], [1, 0, 0], [0, 0, -1], [1, 0, -1]]  # (x, y, z) -> (x, z, -y)
+    assert f.tolist() == [[0, 1, 2], [3, 2, 1]]
+    cross = np.cross(v[f[:, 1]] - v[f[:, 0]], v[f[:, 2]] - v[f[:, 0]])
+    assert np.allclose(cross / np.linalg.norm(cross, axis=1, keepdims=True), [0, 1, 0])  # file's +z is now up
+
+
+def test_read_dcm_refuses_other_files(tmp_path):
+    bad = tmp_path / "x.dcm"
+    bad.write_text("OBJ 1\n")
+    with pytest.raises(ValueError, match="not a DCM 0100 mesh"):
+        read_dcm(bad)

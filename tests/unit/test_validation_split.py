@@ -98,8 +98,8 @@ def test_with_early_stopping_no_test_row_is_ever_seen_by_the_trainer(tmp_path, t
 
     data = tiny.caption_folder(tmp_path / "data", n=12)  # test: pic_0, pic_4, pic_8
     seen, original = [], examples.encode_row
-    monkeypatch.setattr(examples, "encode_row", lambda enc, row, where: seen.append((where, row["image"].filename)) or
-                        original(enc, row, where))
+    monkeypatch.setattr(examples, "encode_row", lambda enc, row, where, *view: seen.append((where, row["image"].filename)) or
+                        original(enc, row, where, *view))
     out = tmp_path / "run"
     train_run(load_config(overrides=[
         f"model.name={tiny_model_dir}", f"data.path={data}", f"output_dir={out}", "train.early_stopping_patience=1",

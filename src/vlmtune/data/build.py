@@ -15,6 +15,7 @@ from vlmtune.data.captions import read_table
 from vlmtune.data.check import INDEX_FILES, CheckOptions, Report, check_folder, find_index
 from vlmtune.data.dataset import dataset_from_table
 from vlmtune.data.images import first_line
+from vlmtune.data.schema import TEST
 from vlmtune.errors import VlmtuneError
 from vlmtune.hub import unreachable_reason
 
@@ -84,6 +85,18 @@ def load_source(source: str, check: CheckOptions, full_check: bool = False):
         if report.errors:
             raise CheckFailed(report)
     return _from_table(where, check), report
+
+
+def load_eval_set(source: str, check: CheckOptions):
+    """Every row of ``source`` as one Dataset, whatever its splits: a set the model is only scored on."""
+    from datasets import concatenate_datasets
+
+    kind, where = detect(str(source))
+    if kind == "table":
+        table = read_table(where)
+        cols = check.columns.resolve(table.header, str(table.path))
+        return dataset_from_table(table, replace(cols, label=None), check.prompt, check.test_ratio, every_row_test=True)[TEST]
+    return concatenate_datasets(list(_from_datasets(kind, where, check, str(source)).values()))
 
 
 def _from_table(index: Path, check: CheckOptions):

@@ -93,8 +93,9 @@ def build_dataset(folder: Path, prompt: str, test_ratio: float = 0.2):
     return dataset_from_table(table, caption_columns(table), prompt, test_ratio)
 
 
-def dataset_from_table(table: Table, cols: Columns, prompt: str, test_ratio: float):
-    """``cols`` already resolved against ``table.header``."""
+def dataset_from_table(table: Table, cols: Columns, prompt: str, test_ratio: float, every_row_test: bool = False):
+    """``cols`` already resolved against ``table.header``. ``every_row_test``: one test split of
+    every row, whatever its split column says (a set that is only evaluated on)."""
     from datasets import Dataset, DatasetDict, Image
 
     if table.problems:
@@ -107,8 +108,8 @@ def dataset_from_table(table: Table, cols: Columns, prompt: str, test_ratio: flo
             raise VlmtuneError(f"{table.path}:{row.line}: {errors[0]}")
         values = {IMAGE: str(row.path), PROMPT: row.prompt, ANSWER: row.caption, **row.extras}
         for key, value in values.items():
-            by_split[row.split].setdefault(key, []).append(value)
-    for split in (TRAIN, TEST):
+            by_split[TEST if every_row_test else row.split].setdefault(key, []).append(value)
+    for split in (TEST,) if every_row_test else (TRAIN, TEST):
         if not by_split[split]:
             raise VlmtuneError(f"{table.path}: no {split} rows; {empty_split_hint(split, test_ratio)}")
     return DatasetDict({s: Dataset.from_dict(c).cast_column(IMAGE, Image()) for s, c in by_split.items() if c})

@@ -7,7 +7,7 @@ which comes from the data or is carved off train (data/splits.py).
 from __future__ import annotations
 
 from vlmtune.config import DataConfig, RunConfig, training_prompts
-from vlmtune.data.build import load_source
+from vlmtune.data.build import load_eval_set, load_source
 from vlmtune.data.captions import Columns
 from vlmtune.data.check import CheckOptions
 from vlmtune.data.prompts import vary_prompts
@@ -68,3 +68,17 @@ def validation_for(cfg: RunConfig, data):
         )
     print(f"note: no validation split ({why}): eval loss after each epoch is off")
     return None
+
+
+def open_heldout_domain(d: DataConfig):
+    """Every row of data.heldout_domain (asked data.prompt where it has no prompt column); None when unset."""
+    if not d.heldout_domain:
+        return None
+    columns = Columns(image=d.image_column, caption=d.caption_column, prompt=d.prompt_column)
+    try:
+        rows = load_eval_set(d.heldout_domain, CheckOptions(columns=columns, prompt=d.prompt, test_ratio=d.test_ratio))
+    except VlmtuneError as err:  # name the key: the path alone could be data.path's
+        raise VlmtuneError(f"data.heldout_domain: {err}") from None
+    if len(rows) == 0:
+        raise VlmtuneError(f"data.heldout_domain={d.heldout_domain}: holds no rows")
+    return rows

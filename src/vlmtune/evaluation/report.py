@@ -44,24 +44,40 @@ def _score(scores: dict | None, key: str) -> str:
     return f"{scores[key]:.3f}" if scores and key in scores else "—"
 
 
+def side_by_side(before: dict | None, after: dict, other: dict) -> list[dict]:
+    """Rows of each metric on the test split and on ``other`` (a probe's before/after scores);
+    ``gap`` is the probe's after minus the test split's after (below zero: it carries over less)."""
+    rows, o_before, o_after = [], other.get("before"), other["after"]
+    for key in (k for k in ROBUSTNESS_KEYS if k in after):
+        gap = o_after[key] - after[key] if key in o_after else None
+        rows.append({"metric": METRIC_NAMES[key], "before": _score(before, key), "after": _score(after, key),
+                     "other_before": _score(o_before, key), "other_after": _score(o_after, key),
+                     "gap": "—" if gap is None else f"{gap:+.3f}", "cls": trend(gap)})
+    return rows
+
+
 def robustness_view(before: dict | None, after: dict, heldout: dict | None) -> dict | None:
-    """The prompt-robustness table: each metric under the training prompt and the held-out one, before and
-    after; ``gap`` is held-out after minus training after (below zero: the tuning leans on the wording)."""
+    """The prompt-robustness table: each metric under the training prompt and the held-out one, before and after."""
     if not heldout:
         return None
-    rows, h_before, h_after = [], heldout.get("before"), heldout["after"]
-    for key in (k for k in ROBUSTNESS_KEYS if k in after):
-        gap = h_after[key] - after[key] if key in h_after else None
-        rows.append({"metric": METRIC_NAMES[key], "before": _score(before, key), "after": _score(after, key),
-                     "heldout_before": _score(h_before, key), "heldout_after": _score(h_after, key),
-                     "gap": "—" if gap is None else f"{gap:+.3f}",
-                     "cls": trend(gap)})
     trained = "; ".join(repr(p) for p in heldout.get("training_prompts") or [])
-    return {"prompt": heldout["prompt"], "rows": rows,
+    return {"title": "Prompt robustness", "left": "training prompt", "right": "held-out prompt",
+            "rows": side_by_side(before, after, heldout),
             "note": f"The same test pictures, each asked {heldout['prompt']!r} in place of its own prompt: a wording "
                     f"no train row was asked{f' (train rows were asked {trained})' if trained else ''}. "
                     "Gap: held-out after minus training prompt after; below zero, the tuned model leans on the "
                     "wordings it was trained on."}
+
+
+def domain_view(before: dict | None, after: dict, domain: dict | None) -> dict | None:
+    """The held-out-domain table: each metric on the test split and on pictures of a domain not trained on."""
+    if not domain:
+        return None
+    return {"title": "Held-out domain", "left": "test split", "right": "held-out domain",
+            "rows": side_by_side(before, after, domain),
+            "note": f"{domain['rows']} pictures from {domain['path']}, a domain no train picture comes from "
+                    "(data.heldout_domain). Gap: held-out domain after minus test split after; well below zero, "
+                    "the tuning learned the training pictures' look more than their subject."}
 
 
 def thumbnail_jpeg(image, side: int = 128) -> bytes:
@@ -173,12 +189,13 @@ def _class_table(samples: list[dict]) -> list[dict]:
 
 def write_report(out: Path, title: str, subtitle: str, samples: list[dict], before: dict | None, after: dict,
                  log_history: list[dict], facts: list[tuple[str, str]], caveats: list[str] = (),
-                 heldout: dict | None = None) -> None:
+                 heldout: dict | None = None, domain: dict | None = None) -> None:
     """``samples``: dicts with image (PIL), reference, base, tuned, base_scores, tuned_scores, and
     optionally reference_labels / base_labels / tuned_labels (parsed label multisets) for the
     per-class table. ``caveats``: extra lines after the test-size one (e.g. train/test lookalikes).
     ``heldout``: prompt, training_prompts and before/after scores under a held-out prompt, for
-    the prompt-robustness table (None: no such section)."""
+    the prompt-robustness table; ``domain``: path, rows and before/after scores on a held-out
+    domain (None: no such section)."""
     out = Path(out)
     thumbs = out / "thumbs"
     thumbs.mkdir(parents=True, exist_ok=True)
@@ -200,7 +217,7 @@ def write_report(out: Path, title: str, subtitle: str, samples: list[dict], befo
     view = [view[i] for i in order_by_change(changes)]
     ctx = {"title": title, "subtitle": subtitle, "n": len(samples), "summary": rows, "samples": view, "facts": facts,
            "classes": _class_table(samples), "caveats": [size_caveat(len(samples)), *caveats],
-           "robustness": robustness_view(before, after, heldout),
+           "comparisons": [v for v in (robustness_view(before, after, heldout), domain_view(before, after, domain)) if v],
            "order": f"by change in {METRIC_NAMES[key]}: biggest wins first, then losses, unchanged last"
                     if any(c is not None for c in changes) else "in test order"}
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]))
@@ -219,7 +236,8 @@ def _markdown(ctx: dict) -> str:
              "| metric | before | after | change |", "|---|---:|---:|---:|"]
     lines += [f"| {r['metric']} | {r['before']} | {r['after']} | {r['delta']} |" for r in ctx["summary"]]
     lines += [""] + [f"- {k}: {v}" for k, v in ctx["facts"]]
-    lines += _robustness_markdown(ctx["robustness"])
+    for comparison in ctx["comparisons"]:
+        lines += _comparison_markdown(comparison)
     lines += ["", "## Caveats", ""] + [f"- {_cell(c)}" for c in ctx["caveats"]]
     if ctx["classes"]:
         lines += ["", "## Per class", "", "Counts are true positives / false negatives / false positives. "
@@ -239,13 +257,12 @@ def _markdown(ctx: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _robustness_markdown(view: dict | None) -> list[str]:
-    if not view:
-        return []
-    lines = ["", "## Prompt robustness", "", _cell(view["note"]), "",
-             "| metric | training prompt, before | training prompt, after | held-out prompt, before "
-             "| held-out prompt, after | gap (after) |", "|---|---:|---:|---:|---:|---:|"]
-    return lines + [f"| {r['metric']} | {r['before']} | {r['after']} | {r['heldout_before']} | {r['heldout_after']} "
+def _comparison_markdown(view: dict) -> list[str]:
+    left, right = view["left"], view["right"]
+    lines = ["", f"## {view['title']}", "", _cell(view["note"]), "",
+             f"| metric | {left}, before | {left}, after | {right}, before | {right}, after | gap (after) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    return lines + [f"| {r['metric']} | {r['before']} | {r['after']} | {r['other_before']} | {r['other_after']} "
                     f"| {r['gap']} |" for r in view["rows"]]
 
 

@@ -60,6 +60,10 @@ class DefaultBaseSpec:
     projector_act: str = "gelu"  # LLaVA layout; Aya's connector is SwiGLU
     seed: int = 0
     pixel_shuffle: int = 2
+    # Aya connector's first linear: 4 x 384 concatenated patch dims -> this, halved by SwiGLU. 544
+    # (272 gated units) keeps the bf16 artifact under 2 MB, a size git can carry; the first
+    # alignment used 2 x 576 (4.2 MB) and scored about the same (bench/README.md).
+    connector_width: int = 544
 
     @property
     def image_tokens(self) -> int:
@@ -105,9 +109,9 @@ def _vlm_config(spec: DefaultBaseSpec, vision_config, text_config, image_token_i
                   tie_word_embeddings=text_config.tie_word_embeddings)
     if spec.pixel_shuffle == 1:
         return LlavaConfig(image_token_id=image_token_id, projector_hidden_act=spec.projector_act, **common)
-    # SwiGLU connector: 4 x 384 concatenated patch dims -> 2 x 576 -> gate -> 576 (the LM width).
+    # SwiGLU connector: 4 x 384 concatenated patch dims -> connector_width -> gate -> 576 (the LM width).
     return AyaVisionConfig(image_token_index=image_token_id, downsample_factor=spec.pixel_shuffle,
-                           alignment_intermediate_size=2 * text_config.hidden_size, **common)
+                           alignment_intermediate_size=spec.connector_width, **common)
 
 
 def compose(spec: DefaultBaseSpec):

@@ -28,7 +28,7 @@ from vlmtune.training.fit import encode_split, fit
 ALIGN_IMAGE_SIZE = DefaultBaseSpec().image_size
 ALIGN_DEFAULTS = [
     "train.lora.targets=projector", "train.lr=1e-3", "train.batch_size=16", "train.warmup_ratio=0.03",
-    "train.save_steps=-1", "train.eval_each_epoch=false", "train.logging_steps=20", "eval.batch_size=16",
+    "train.save_steps=-1", "data.augment.views=1", "train.eval_each_epoch=false", "train.logging_steps=20", "eval.batch_size=16",
 ]
 
 

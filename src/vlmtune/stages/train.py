@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlmtune.config import RunConfig, load_config, training_prompts
 from vlmtune.models.prompting import PromptAnswerTokenizer
 from vlmtune.data.check import lookalike_caveats
 from vlmtune.data.prompts import with_prompt
-from vlmtune.data.run_data import open_data, validation_for
+from vlmtune.data.run_data import open_data, open_heldout_domain, validation_for
 from vlmtune.data.schema import TEST, TRAIN, VALIDATION
 from vlmtune.evaluation.predictions import predict_split, read_predictions, summarize, write_predictions
 from vlmtune.evaluation.metrics import label_parser
@@ -21,10 +21,21 @@ from vlmtune.models.resolution import print_sequence_stats
 from vlmtune.run_dir import RunDir, read_json, write_json
 from vlmtune.training.distributed import check_launch, is_main_process, save_trained, sharded, wait_for_everyone
 from vlmtune.training.fit import encode_split, fit, ready, resume_checkpoint
+from vlmtune.training.schedule import augment_views
 from vlmtune.training.trackers import log_results
 
 
-HELDOUT = "heldout_prompt"  # predictions/{base,tuned}_heldout_prompt.jsonl and the metrics.json key
+# Probes: extra tests scored before and after beside the test split; each key names the
+# predictions/{base,tuned}_<key>.jsonl files and the metrics.json entry.
+HELDOUT = "heldout_prompt"  # the test split asked a wording no train row was asked
+DOMAIN = "heldout_domain"  # data.heldout_domain: pictures of a domain not trained on
+
+
+@dataclass
+class Probe:
+    key: str
+    data: dict  # {TEST: rows}
+    info: dict  # what the report says of it besides the scores (the prompt, the set's path)
 
 
 def evaluate_into(run: RunDir, name: str, model, processor, spec, data, cfg: RunConfig) -> list[dict]:
@@ -45,8 +56,10 @@ def label_sets(cfg: RunConfig, base: list[dict] | None, tuned: list[dict]) -> li
 
 
 def write_run_report(run: RunDir, data, cfg: RunConfig, base: list[dict] | None, tuned: list[dict], facts: dict,
-                     heldout: dict | None = None) -> dict:
-    """``heldout``: ``heldout_summary``'s scores under the held-out prompt (None: not evaluated)."""
+                     probes: dict | None = None) -> dict:
+    """``probes``: ``probe_summaries``' before/after scores by probe key (HELDOUT, DOMAIN)."""
+    probes = probes or {}
+    heldout, domain = probes.get(HELDOUT), probes.get(DOMAIN)
     before, after = (summarize(base) if base else None), summarize(tuned)
     test = data[TEST]
     samples = [
@@ -58,13 +71,16 @@ def write_run_report(run: RunDir, data, cfg: RunConfig, base: list[dict] | None,
     history = read_json(run / "log_history.json", [])
     write_report(run.path, f"vlmtune: {Path(cfg.output_dir).name}", f"base model: {cfg.model.name} · data: {cfg.data.path}",
                  samples, before, after, history, list(facts.items()),
-                 caveats=lookalike_caveats(data[TRAIN], test, len(tuned)), heldout=heldout)
-    metrics = {"before": before, "after": after, **facts, **({HELDOUT: heldout} if heldout else {})}
+                 caveats=lookalike_caveats(data[TRAIN], test, len(tuned)), heldout=heldout, domain=domain)
+    metrics = {"before": before, "after": after, **facts, **probes}
     write_json(run / "metrics.json", metrics)
     print_summary(summary_rows(before, after), f"{len(tuned)} test pictures: before vs after fine-tuning")
     if heldout:
         print_summary(summary_rows(heldout["before"], heldout["after"]),
                       f"the same pictures asked the held-out prompt {heldout['prompt']!r}")
+    if domain:
+        print_summary(summary_rows(domain["before"], domain["after"]),
+                      f"{domain['rows']} pictures of the held-out domain {domain['path']}")
     print(f"report: {run / 'report.html'}")
     return metrics
 
@@ -78,6 +94,7 @@ class Session:
     main: bool  # the main process writes the run dir, evaluates and reports (others only train)
     data: object  # DatasetDict: train, test and maybe validation
     validation: object | None
+    probes: list[Probe] = field(default_factory=list)
     model: object = None
     processor: object = None
     spec: object = None
@@ -102,7 +119,19 @@ def start(cfg: RunConfig, resume: bool, overwrite: bool) -> tuple[Session, Path 
         run.check_resume_data(record)
     if main:
         write_json(run / "data.json", record)
-    return Session(cfg, run, main, data, validation_for(cfg, data)), checkpoint
+    # Opened now: a wrong data.heldout_domain stops the run before the model loads.
+    return Session(cfg, run, main, data, validation_for(cfg, data), probes_of(cfg, data)), checkpoint
+
+
+def probes_of(cfg: RunConfig, data) -> list[Probe]:
+    probes, prompt = [], cfg.data.heldout_prompt
+    if prompt:
+        probes.append(Probe(HELDOUT, {TEST: with_prompt(data[TEST], prompt)},
+                            {"prompt": prompt, "training_prompts": training_prompts(cfg.data)}))
+    domain = open_heldout_domain(cfg.data)
+    if domain is not None:
+        probes.append(Probe(DOMAIN, {TEST: domain}, {"path": cfg.data.heldout_domain, "rows": len(domain)}))
+    return probes
 
 
 def load(s: Session) -> None:
@@ -117,7 +146,11 @@ def encoded(s: Session):
     encodes or reads each example when it draws it."""
     encoder = PromptAnswerTokenizer(s.processor, s.spec, s.cfg.data.max_length)
     seen: list[dict] = []  # token ids only, for the statistics line
-    train = ready(s.model, s.spec, s.cfg, encode_split(encoder, s.data[TRAIN], TRAIN), s.run.path,
+    cfg, line = augment_views(s.cfg, len(s.data[TRAIN]))
+    if line:
+        print(line)
+    rows = encode_split(encoder, s.data[TRAIN], TRAIN, cfg.data.augment, s.cfg.train.seed)
+    train = ready(s.model, s.spec, s.cfg, rows, s.run.path,
                   observe=lambda e: seen.append({"input_ids": e["input_ids"]}), plan=s.plan)
     print_sequence_stats(s.processor, seen, TRAIN, s.cfg.data.max_length)
     if s.validation is None:
@@ -125,20 +158,13 @@ def encoded(s: Session):
     return train, ready(s.model, s.spec, s.cfg, encode_split(encoder, s.validation, VALIDATION), s.run.path, plan=s.plan)
 
 
-def heldout_test(s: Session) -> dict | None:
-    """``{test: the test split with every row asking data.heldout_prompt}``; None when that is off."""
-    prompt = s.cfg.data.heldout_prompt
-    return {TEST: with_prompt(s.data[TEST], prompt)} if prompt else None
-
-
-def base_predictions(s: Session, resume: bool) -> tuple[list[dict] | None, list[dict] | None]:
-    """The base model's answers on the test split, asked data.prompt and the held-out prompt
-    (each kept from before a crash when resuming); (None, None) without eval.before."""
+def base_predictions(s: Session, resume: bool) -> tuple[list[dict] | None, dict]:
+    """The base model's answers on the test split and on each probe (each kept from before a
+    crash when resuming); (None, {}) without eval.before."""
     if not (s.cfg.eval.before and s.main):
-        return None, None
-    heldout = heldout_test(s)
+        return None, {}
     return (kept_or_evaluated(s, "base", s.data, resume),
-            kept_or_evaluated(s, f"base_{HELDOUT}", heldout, resume) if heldout else None)
+            {p.key: kept_or_evaluated(s, f"base_{p.key}", p.data, resume) for p in s.probes})
 
 
 def kept_or_evaluated(s: Session, name: str, data, resume: bool) -> list[dict]:
@@ -148,17 +174,17 @@ def kept_or_evaluated(s: Session, name: str, data, resume: bool) -> list[dict]:
     return evaluate_into(s.run, name, s.model, s.processor, s.spec, data, s.cfg)
 
 
-def heldout_summary(s: Session, tuned_model, base: list[dict] | None) -> dict | None:
-    """The tuned model asked the held-out prompt, and the before/after scores under it (None when off)."""
-    data = heldout_test(s)
-    if data is None:
-        return None
-    tuned = evaluate_into(s.run, f"tuned_{HELDOUT}", tuned_model, s.processor, s.spec, data, s.cfg)
-    return {"prompt": s.cfg.data.heldout_prompt, "training_prompts": training_prompts(s.cfg.data),
-            "before": summarize(base) if base else None, "after": summarize(tuned)}
+def probe_summaries(s: Session, tuned_model, base: dict) -> dict:
+    """Each probe answered by the tuned model: {key: its info and the before/after scores}."""
+    summaries = {}
+    for p in s.probes:
+        tuned = evaluate_into(s.run, f"tuned_{p.key}", tuned_model, s.processor, s.spec, p.data, s.cfg)
+        summaries[p.key] = {**p.info, "before": summarize(base[p.key]) if p.key in base else None,
+                            "after": summarize(tuned)}
+    return summaries
 
 
-def finish(s: Session, result, weights: str, base: list[dict] | None, base_heldout: list[dict] | None) -> dict:
+def finish(s: Session, result, weights: str, base: list[dict] | None, base_probes: dict) -> dict:
     """Main process: save the processor and history, evaluate the tuned model, report."""
     s.processor.save_pretrained(s.run / weights)
     write_json(s.run / "log_history.json", result.log_history)
@@ -170,7 +196,7 @@ def finish(s: Session, result, weights: str, base: list[dict] | None, base_heldo
              "trainable_share": round(result.trainable / result.total, 4), "train_rows": len(s.data[TRAIN]),
              "validation_rows": 0 if s.validation is None else len(s.validation), "test_rows": len(s.data[TEST]),
              "family": s.spec.name, "epochs": result.epochs}
-    metrics = write_run_report(s.run, s.data, s.cfg, base, tuned, facts, heldout_summary(s, tuned_model, base_heldout))
+    metrics = write_run_report(s.run, s.data, s.cfg, base, tuned, facts, probe_summaries(s, tuned_model, base_probes))
     log_results(result.trainer, metrics, base, tuned)  # train.report_to: metrics + per-picture answers
     s.run.mark(s.cfg, status="done", weights=weights, family=s.spec.name)
     return metrics
@@ -180,7 +206,7 @@ def train_run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> 
     s, checkpoint = start(cfg, resume, overwrite)
     load(s)
     train, validation = encoded(s)
-    base, base_heldout = base_predictions(s, resume)
+    base, base_probes = base_predictions(s, resume)
     if s.main:
         s.run.mark(cfg, status="training", family=s.spec.name, plan=s.plan.to_dict())
     wait_for_everyone()
@@ -188,7 +214,7 @@ def train_run(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> 
                  s.processor.tokenizer.pad_token_id, resume=checkpoint, plan=s.plan)
     weights = FULL_MODEL_DIR if s.plan.saves_full_model else ADAPTER_DIR
     save_trained(result.model, result.trainer, s.run / weights)  # FSDP / ZeRO-3: gathered from every process
-    return finish(s, result, weights, base, base_heldout) if s.main else {}
+    return finish(s, result, weights, base, base_probes) if s.main else {}
 
 
 def run_train(config_file: Path | None, overrides: list[str], resume: bool, overwrite: bool) -> dict:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
-from vlmtune.config import RunConfig
+from vlmtune.config import AugmentConfig, RunConfig
 from vlmtune.training.collate import Collator
 from vlmtune.training.distributed import sharded
 from vlmtune.models.prompting import PromptAnswerTokenizer
@@ -35,9 +35,13 @@ class FitResult:
     epochs: float | None = None  # as trained: set, or chosen by train.step_budget
 
 
-def encode_split(encoder: PromptAnswerTokenizer, dataset, desc: str) -> EncodedRows:
-    """A split encoded lazily; ``fit`` (or ``ready``, called earlier) checks every row before training."""
-    return EncodedRows(encoder, dataset, desc)
+def encode_split(encoder: PromptAnswerTokenizer, dataset, desc: str, augment: AugmentConfig | None = None,
+                 seed: int = 0) -> EncodedRows:
+    """A split encoded lazily; ``fit`` (or ``ready``, called earlier) checks every row before training.
+    ``augment``: train only (validation and test are never augmented). Each epoch's views follow
+    from accelerate's DataLoader calling the dataset's ``set_epoch`` (a test guards it)."""
+    return EncodedRows(encoder, dataset, desc, augment, seed)
+
 
 
 def uses_feature_cache(spec: FamilySpec, cfg: RunConfig, plan: TrainPlan | None = None) -> bool:

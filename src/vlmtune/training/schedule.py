@@ -4,9 +4,13 @@ Three epochs of 30 pictures at batch 8 are 12 steps, too few for LoRA and a fres
 learn anything; three epochs of 3,000 pictures are 1,125, more than a small-data recipe needs.
 With ``train.epochs=null`` (and no ``train.max_steps``), the epochs are chosen so that training
 takes about ``train.step_budget`` optimizer steps, within [MIN_EPOCHS, MAX_EPOCHS]. Warmup is a
-ratio of the steps, so it scales with them. Explicit settings always win. It is not the default:
-the sweep in bench/README.md ("small-data recipe") found it better on chess renders and worse on
-shape and counting scenes, so the recipe is not fitted yet.
+ratio of the steps, so it scales with them. Explicit settings always win.
+
+Augmentation (data.augment.views unset) follows the epochs: on with AUGMENT_VIEWS views when a
+run makes at least AUGMENT_MIN_EPOCHS passes, off below. The sweep in bench/README.md
+("small-data recipe") is where both came from: with the budget and augmentation, every 30- and
+60-picture set of three tasks scored above 3 plain epochs; at 3 epochs augmentation was mixed
+(chess lost 0.02 to 0.09, counting and shapes gained).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from vlmtune.training.distributed import world_size
 
 MIN_EPOCHS = 3.0  # never fewer passes than the old default, however many pictures
 MAX_EPOCHS = 30.0  # a few dozen pictures: beyond this the sweep saw no gain, only time
+AUGMENT_MIN_EPOCHS = 6.0
+AUGMENT_VIEWS = 4
 
 
 def steps_per_epoch(rows: int, batch_size: int, grad_accum: int, world: int = 1) -> int:
@@ -45,3 +51,16 @@ def scheduled(cfg: RunConfig, rows: int) -> tuple[RunConfig, str]:
             f"{round(epochs * per_epoch)} steps (train.step_budget={t.step_budget}, epochs within "
             f"[{MIN_EPOCHS:g}, {MAX_EPOCHS:g}]; set train.epochs to choose)")
     return replace(cfg, train=replace(t, epochs=epochs)), line
+
+
+def augment_views(cfg: RunConfig, rows: int) -> tuple[RunConfig, str | None]:
+    """``cfg`` with data.augment.views decided (see the module doc), and the line that says how (None: set)."""
+    aug = cfg.data.augment
+    if aug.views is not None:
+        return cfg, None
+    t, per_epoch = cfg.train, steps_per_epoch(rows, cfg.train.batch_size, cfg.train.grad_accum, world_size())
+    epochs = t.max_steps / per_epoch if t.max_steps > 0 else scheduled(cfg, rows)[0].train.epochs
+    views = AUGMENT_VIEWS if epochs >= AUGMENT_MIN_EPOCHS else 1
+    line = (f"augmentation: {'on, ' + str(views) + ' views of each picture' if views > 1 else 'off'} "
+            f"({epochs:g} epochs {'>=' if views > 1 else '<'} {AUGMENT_MIN_EPOCHS:g}; set data.augment.views to choose)")
+    return replace(cfg, data=replace(cfg.data, augment=replace(aug, views=views))), line

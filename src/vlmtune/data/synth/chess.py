@@ -23,8 +23,8 @@ from tqdm import tqdm
 from vlmtune.data.captions import write_captions
 from vlmtune.data.schema import CAPTIONS_FILE, TEST, TRAIN
 from vlmtune.data.synth.chess_text import COLOURS, TYPES, Piece, caption_for, pieces_label
-from vlmtune.data.synth.meshes import STAUNTON_HEIGHT, load_meshes, mesh_dir
-from vlmtune.data.synth.render import finish, render_scene, set_materials, table_view
+from vlmtune.data.synth.meshes import SOURCES, STAUNTON_HEIGHT, load_meshes, mesh_dir
+from vlmtune.data.synth.render import HELDOUT_PALETTE, TRAIN_PALETTE, finish, render_scene, set_materials, table_view
 from vlmtune.errors import VlmtuneError
 
 FORMAT_VERSION = 1
@@ -33,16 +33,24 @@ JPEG_QUALITY = 92
 MARKER = "synth.json"
 FONT_PACKAGE = "fonts-dejavu-core"
 
-_worker: dict = {}  # per-process renderer state: {"meshes": ...} or {"font": path}
+_worker: dict = {}  # per-process renderer state: {"meshes": ..., "palette": ...} or {"glyphs": font path}
+# Render domains: which mesh set and colours. "heldout" shares nothing with "train" but the
+# geometry of a Staunton set: a proxy, kept out of training, for how a model does on real pieces.
+DOMAINS = {"train": ("brutalchess", TRAIN_PALETTE), "heldout": ("dreamchess", HELDOUT_PALETTE)}
 
 
 def synth_chess(out: Path, n: int = 300, seed: int = 0, size: int = 224, test_ratio: float = 0.2,
-                workers: int | None = None) -> Path:
-    """Write ``out/images/chess_#####.jpg`` and ``out/captions.csv``; return ``out``."""
+                workers: int | None = None, domain: str = "train") -> Path:
+    """Write ``out/images/chess_#####.jpg`` and ``out/captions.csv``; return ``out``.
+
+    ``domain``: a DOMAINS key. The held-out one needs its meshes (no glyph fallback: glyphs would
+    be no proxy for real pieces)."""
     out = Path(out)
     params = {"generator": "chess", "format": FORMAT_VERSION, "n": n, "seed": seed, "size": size,
-              "test_ratio": test_ratio}
+              "test_ratio": test_ratio, **({"domain": domain} if domain != "train" else {})}
     _check_args(n, size, test_ratio)
+    if domain not in DOMAINS:
+        raise VlmtuneError(f"domain={domain!r}: use one of {', '.join(DOMAINS)}")
     if _already_done(out, params):
         print(f"chess: {out} already holds this set; nothing to do")
         return out
@@ -51,7 +59,7 @@ def synth_chess(out: Path, n: int = 300, seed: int = 0, size: int = 224, test_ra
     if out.exists() and any(out.iterdir()):
         raise VlmtuneError(f"{out}: folder is not empty and holds no chess set made with these parameters; "
                            "pick a new folder or empty this one")
-    state = _renderer()
+    state = _renderer(domain)
     plans = plan_scenes(seed, n)
     tests = set(held_out_indices(seed, n, round(n * test_ratio)))
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -104,11 +112,15 @@ def held_out_indices(seed: int, n: int, k: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- rendering
-def _renderer() -> dict:
-    meshes = load_meshes()
+def _renderer(domain: str = "train") -> dict:
+    source, palette = DOMAINS[domain]
+    meshes = load_meshes(source=source)
     if meshes is not None:
-        print(f"chess: rendering 3D Staunton meshes (brutalchess, cached in {mesh_dir()})")
-        return {"meshes": meshes}
+        print(f"chess: rendering 3D Staunton meshes ({source}, {domain} colours; cached in {mesh_dir()})")
+        return {"meshes": meshes, "palette": palette}
+    if domain != "train":
+        raise VlmtuneError(f"chess: the {domain} render domain needs the {source} meshes, which could not be "
+                           f"fetched (apt-get download {SOURCES[source].package}); run where apt-get reaches Debian")
     font = find_glyph_font()
     print(f"chess: 3D meshes unavailable (could not fetch the Debian package brutalchess with apt-get); "
           f"rendering Unicode glyphs from {font}")
@@ -144,7 +156,7 @@ def _render_one(job) -> tuple[int, list[Piece]]:
     rng = np.random.default_rng([seed, i])
     if "meshes" in _worker:
         meshes = [_worker["meshes"][kind] for _, kind in pieces]
-        img, order = render_scene(rng, meshes, [colour for colour, _ in pieces], size)
+        img, order = render_scene(rng, meshes, [colour for colour, _ in pieces], size, _worker["palette"])
         pieces = [pieces[k] for k in order]  # the caption reads the picture left to right
     else:
         img = render_glyphs(rng, _worker["glyphs"], pieces, size)

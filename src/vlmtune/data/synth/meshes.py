@@ -1,10 +1,12 @@
 """3D Staunton chess-piece meshes, fetched at run time (never shipped: the models are GPL).
 
-The Debian package ``brutalchess`` carries six Max2Obj OBJ files (Y up, a few thousand
-triangles each). We download the .deb into the user cache with ``apt-get download`` (no root
-needed), unpack it with ``dpkg-deb -x``, normalise the meshes and keep only a ``.npz`` so later
-runs load in milliseconds. Anything failing on the way returns ``None``; the caller then falls
-back to glyph rendering.
+Two Debian packages carry a set each: ``brutalchess`` six Max2Obj OBJ files (Y up, a few thousand
+triangles each), what the pictures are trained on, and ``dreamchess-data`` a differently drawn
+set in DreamChess's own text format (.dcm, Z up, triangle strips), kept for the held-out render
+domain. We download the .deb into the user cache with ``apt-get download`` (no root needed),
+unpack it with ``dpkg-deb -x``, normalise the meshes and keep only a ``.npz`` so later runs load
+in milliseconds. Anything failing on the way returns ``None``; the caller then falls back to
+glyph rendering (or, for the held-out domain, says it is unavailable).
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ import numpy as np
 
 from vlmtune.paths import cache_root
 
-PACKAGE = "brutalchess"
-MODELS_DIR = "usr/share/games/brutalchess/models"
 CACHE_VERSION = 1
 # Heights of a tournament Staunton set relative to the king (3.75" king, 2" pawn): the OBJ files
 # disagree with real sets (their pawn is too tall), and relative size is a cue for the model.
@@ -43,16 +43,29 @@ class Mesh:
         return float(np.hypot(self.vertices[:, 0], self.vertices[:, 2]).max())
 
 
+@dataclass(frozen=True)
+class MeshSource:
+    package: str  # Debian package
+    models_dir: str  # inside the unpacked .deb
+    suffix: str  # one file per piece type: king.obj, king.dcm...
+
+
+SOURCES = {
+    "brutalchess": MeshSource("brutalchess", "usr/share/games/brutalchess/models", ".obj"),
+    "dreamchess": MeshSource("dreamchess-data", "usr/share/games/dreamchess/pieces/classic", ".dcm"),
+}
+
+
 def mesh_dir() -> Path:
     return cache_root() / "meshes"
 
 
-def load_meshes(types: tuple[str, ...] = tuple(STAUNTON_HEIGHT)) -> dict[str, Mesh] | None:
-    """The six piece meshes, downloading them once; None when they cannot be had."""
-    cache = mesh_dir() / f"{PACKAGE}-v{CACHE_VERSION}.npz"
+def load_meshes(types: tuple[str, ...] = tuple(STAUNTON_HEIGHT), source: str = "brutalchess") -> dict[str, Mesh] | None:
+    """The six piece meshes of ``source`` (a SOURCES key), downloading them once; None when they cannot be had."""
+    cache = mesh_dir() / f"{source}-v{CACHE_VERSION}.npz"
     if not cache.is_file():
         try:
-            _build_cache(cache, types)
+            _build_cache(cache, types, SOURCES[source])
         except (OSError, subprocess.SubprocessError, ValueError):
             return None
     try:
@@ -63,13 +76,14 @@ def load_meshes(types: tuple[str, ...] = tuple(STAUNTON_HEIGHT)) -> dict[str, Me
         return None
 
 
-def _build_cache(cache: Path, types: tuple[str, ...]) -> None:
+def _build_cache(cache: Path, types: tuple[str, ...], source: MeshSource) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache.parent) as tmp:
-        models = _download(Path(tmp))
+        models = _download(Path(tmp), source)
         arrays = {}
         for t in types:
-            v, f = read_obj(models / f"{t}.obj")
+            path = models / f"{t}{source.suffix}"
+            v, f = read_obj(path) if source.suffix == ".obj" else read_dcm(path)
             v = normalise(v, STAUNTON_HEIGHT[t])
             v, f = weld(v, f)
             arrays.update({f"{t}_v": v.astype(np.float32), f"{t}_f": f.astype(np.int32),
@@ -79,16 +93,52 @@ def _build_cache(cache: Path, types: tuple[str, ...]) -> None:
         part.replace(cache)
 
 
-def _download(tmp: Path) -> Path:
+def _download(tmp: Path, source: MeshSource) -> Path:
     """Fetch and unpack the .deb; raises OSError/SubprocessError when apt is missing or offline."""
     if not shutil.which("apt-get") or not shutil.which("dpkg-deb"):
         raise OSError("apt-get/dpkg-deb not found")
-    subprocess.run(["apt-get", "download", PACKAGE], cwd=tmp, check=True, capture_output=True, timeout=120)
-    debs = sorted(tmp.glob(f"{PACKAGE}_*.deb"))
+    subprocess.run(["apt-get", "download", source.package], cwd=tmp, check=True, capture_output=True, timeout=120)
+    debs = sorted(tmp.glob(f"{source.package}_*.deb"))
     if not debs:
-        raise OSError(f"apt-get download {PACKAGE} produced no .deb")
+        raise OSError(f"apt-get download {source.package} produced no .deb")
     subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(tmp / "x")], check=True, capture_output=True, timeout=120)
-    return tmp / "x" / MODELS_DIR
+    return tmp / "x" / source.models_dir
+
+
+def read_dcm(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices (turned Y up) and outward-wound triangles of a DreamChess .dcm mesh.
+
+    The format is whitespace-separated text: ``DCM 0100``, the vertex count n, n xyz positions,
+    n normals, n uv pairs, then a count of groups, each ``STRIP k`` or ``TRIANGLES k`` and k
+    vertex indices. Strips alternate their winding, and the file's own normals say which side is
+    out, so every triangle is turned to face the way its corners' normals point (the renderer
+    culls back faces).
+    """
+    tokens = path.read_text(errors="replace").split()
+    if tokens[:2] != ["DCM", "0100"]:
+        raise ValueError(f"{path}: not a DCM 0100 mesh")
+    n = int(tokens[2])
+    numbers = np.asarray(tokens[3 : 3 + 6 * n], float)
+    verts, normals = numbers[: 3 * n].reshape(n, 3), numbers[3 * n :].reshape(n, 3)
+    at, faces = 3 + 8 * n, []
+    for _ in range(int(tokens[at])):
+        kind, k = tokens[at + 1], int(tokens[at + 2])
+        idx = [int(t) for t in tokens[at + 3 : at + 3 + k]]
+        at += 2 + k
+        if kind == "STRIP":
+            faces += [idx[j : j + 3] for j in range(k - 2)]
+        elif kind == "TRIANGLES":
+            faces += [idx[j : j + 3] for j in range(0, k - 2, 3)]
+        else:
+            raise ValueError(f"{path}: unknown primitive {kind!r}")
+    f = np.asarray(faces, np.int64)
+    if not len(f) or f.max() >= n:
+        raise ValueError(f"{path}: no geometry or an index past the {n} vertices")
+    cross = np.cross(verts[f[:, 1]] - verts[f[:, 0]], verts[f[:, 2]] - verts[f[:, 0]])
+    inward = np.einsum("ij,ij->i", cross, normals[f].sum(1)) < 0
+    f[inward] = f[inward][:, ::-1]
+    # Z up -> Y up: a rotation (x, y, z) -> (x, z, -y), so the winding stays outward.
+    return np.stack([verts[:, 0], verts[:, 2], -verts[:, 1]], 1), f
 
 
 def read_obj(path: Path) -> tuple[np.ndarray, np.ndarray]:

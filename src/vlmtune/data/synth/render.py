@@ -11,6 +11,8 @@ Rendering happens at twice the output size and is box-downsampled, which anti-al
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from PIL import Image, ImageFilter
 
@@ -246,7 +248,7 @@ def shade_pieces(rng, scene, cam, light, shadows, pix, tri, w, colours, material
     return rgb, cam.to_cam(pos)[:, 2]
 
 
-def shade_ground(rng, scene, cam, light, shadows, res):
+def shade_ground(rng, scene, cam, light, shadows, res, palette=None):
     """Linear RGB and depth of the table (or a blurry wall above the horizon) for every pixel.
 
     Computed at half resolution and repeated: the surfaces are smooth and the final picture is
@@ -257,7 +259,7 @@ def shade_ground(rng, scene, cam, light, shadows, res):
     t = np.where(hit, -cam.eye[1] / np.where(hit, rays[:, 1], -1.0), 1e3)
     t = np.minimum(t, 1e3)
     pos = cam.eye + rays * t[:, None]
-    albedo = table(rng, pos[:, 0], pos[:, 2], scene["azimuth"])
+    albedo = table(rng, pos[:, 0], pos[:, 2], scene["azimuth"], palette or TRAIN_PALETTE)
     lit = np.ones(len(pos))
     near = hit & (t < 50)
     if shadows is not None:
@@ -287,17 +289,19 @@ def table_view(rng, size):
     return rgb.reshape(res, res, 3), depth.reshape(res, res), light
 
 
-def render_scene(rng, meshes: list[Mesh], colours: list[str], size: int):
-    """(picture, left-to-right order of the given pieces) for one photo-like render."""
+def render_scene(rng, meshes: list[Mesh], colours: list[str], size: int, palette=None):
+    """(picture, left-to-right order of the given pieces) for one photo-like render; ``palette``:
+    the sets' and tables' colours (TRAIN_PALETTE, or HELDOUT_PALETTE for the held-out domain)."""
+    palette = palette or TRAIN_PALETTE
     res = 2 * size
     scene = build_scene(rng, meshes)
     cam = make_camera(rng, scene, res)
     light = sample_light(rng)
     shadows = ShadowMap(light["dir"], scene)
-    rgb, depth = shade_ground(rng, scene, cam, light, shadows, res)
+    rgb, depth = shade_ground(rng, scene, cam, light, shadows, res, palette)
     sx, sy, z = cam.project(scene["verts"])
     pix, tri, w = rasterize(sx, sy, -1.0 / z, scene["faces"], res, res, cull=True)
-    materials = set_materials(rng)
+    materials = set_materials(rng, palette)
     rgb[pix], depth[pix] = shade_pieces(rng, scene, cam, light, shadows, pix, tri, w, colours, materials)
     subject = (depth[pix].min(), depth[pix].max())
     return finish(rng, rgb.reshape(res, res, 3), depth.reshape(res, res), subject), left_to_right(cam, scene)
@@ -334,16 +338,56 @@ def wood(rng, along, across, light, dark, rings):
     return light * (1 - t) + dark * t
 
 
-def set_materials(rng) -> dict:
+@dataclass(frozen=True)
+class Palette:
+    """The colours a render draws its chess set and table from (sRGB triples)."""
+
+    wood_light: tuple
+    wood_dark: tuple
+    plastic_light: tuple
+    plastic_dark: tuple
+    table_woods: tuple
+    boards: tuple  # (light square, dark square) pairs
+    cloths: tuple
+
+
+# oak, walnut, pine, mahogany, grey-washed, cherry tables
+TRAIN_PALETTE = Palette(
+    wood_light=((0.9, 0.76, 0.55), (0.85, 0.68, 0.45), (0.93, 0.84, 0.66)),
+    wood_dark=((0.13, 0.08, 0.06), (0.3, 0.14, 0.08), (0.25, 0.15, 0.09)),
+    plastic_light=((0.95, 0.91, 0.8), (0.93, 0.93, 0.91), (0.96, 0.88, 0.72)),
+    plastic_dark=((0.06, 0.06, 0.065), (0.09, 0.07, 0.06), (0.05, 0.05, 0.08)),
+    table_woods=((0.78, 0.6, 0.4), (0.45, 0.3, 0.2), (0.85, 0.7, 0.5), (0.55, 0.3, 0.2), (0.65, 0.6, 0.55), (0.7, 0.45, 0.3)),
+    boards=(((0.9, 0.78, 0.58), (0.5, 0.3, 0.16)), ((0.93, 0.93, 0.86), (0.32, 0.5, 0.3)),
+            ((0.85, 0.85, 0.82), (0.25, 0.25, 0.27)), ((0.94, 0.87, 0.7), (0.6, 0.4, 0.25))),
+    cloths=((0.2, 0.38, 0.24), (0.16, 0.2, 0.33), (0.45, 0.45, 0.45), (0.74, 0.67, 0.55), (0.42, 0.16, 0.15),
+            (0.11, 0.11, 0.11), (0.85, 0.85, 0.83), (0.55, 0.5, 0.42)),
+)
+# Colours no training render uses, for the held-out domain: boxwood and golden "white" wood,
+# rosewood and sheesham "black"; cool-white and matte grey plastic; birch, wenge and padauk
+# tables; blue and red boards; purple, orange and teal cloths.
+HELDOUT_PALETTE = Palette(
+    wood_light=((0.95, 0.82, 0.45), (0.88, 0.8, 0.62)),
+    wood_dark=((0.4, 0.12, 0.08), (0.42, 0.24, 0.12)),
+    plastic_light=((0.86, 0.88, 0.92),),
+    plastic_dark=((0.16, 0.16, 0.17),),
+    table_woods=((0.9, 0.82, 0.68), (0.22, 0.16, 0.12), (0.6, 0.25, 0.15)),
+    boards=(((0.9, 0.9, 0.9), (0.25, 0.35, 0.55)), ((0.92, 0.85, 0.75), (0.6, 0.2, 0.15))),
+    cloths=((0.35, 0.2, 0.4), (0.75, 0.45, 0.2), (0.15, 0.4, 0.42)),
+)
+
+
+def set_materials(rng, palette: Palette | None = None) -> dict:
     """One chess set per picture: both colours share a style (wood set, plastic set)."""
+    palette = palette or TRAIN_PALETTE
     jitter = lambda: rng.uniform(0.92, 1.08, 3)  # noqa: E731 - tiny per-set hue variation
     if rng.random() < 0.6:
-        light = srgb(*rng.choice([(0.9, 0.76, 0.55), (0.85, 0.68, 0.45), (0.93, 0.84, 0.66)])) * jitter()
-        dark = srgb(*rng.choice([(0.13, 0.08, 0.06), (0.3, 0.14, 0.08), (0.25, 0.15, 0.09)])) * jitter()
+        light = srgb(*rng.choice(palette.wood_light)) * jitter()
+        dark = srgb(*rng.choice(palette.wood_dark)) * jitter()
         ks, gloss, grain = rng.uniform(0.1, 0.45), rng.uniform(15, 60), True
     else:
-        light = srgb(*rng.choice([(0.95, 0.91, 0.8), (0.93, 0.93, 0.91), (0.96, 0.88, 0.72)])) * jitter()
-        dark = srgb(*rng.choice([(0.06, 0.06, 0.065), (0.09, 0.07, 0.06), (0.05, 0.05, 0.08)])) * jitter()
+        light = srgb(*rng.choice(palette.plastic_light)) * jitter()
+        dark = srgb(*rng.choice(palette.plastic_dark)) * jitter()
         ks, gloss, grain = rng.uniform(0.3, 0.7), rng.uniform(30, 120), False
     mat = lambda c, d: dict(albedo=c, grain_dark=c * d, ks=ks, gloss=gloss, grain=grain)  # noqa: E731
     return {"white": mat(light, rng.uniform(0.6, 0.8)), "black": mat(dark, rng.uniform(0.55, 0.75))}
@@ -358,53 +402,45 @@ def piece_albedo(rng, mat, local):
     return wood(rng, local[:, 1] * 3, across, mat["albedo"], mat["grain_dark"], rng.uniform(6, 14))
 
 
-CLOTHS = [(0.2, 0.38, 0.24), (0.16, 0.2, 0.33), (0.45, 0.45, 0.45), (0.74, 0.67, 0.55), (0.42, 0.16, 0.15),
-          (0.11, 0.11, 0.11), (0.85, 0.85, 0.83), (0.55, 0.5, 0.42)]
-# oak, walnut, pine, mahogany, grey-washed, cherry
-TABLE_WOODS = [(0.78, 0.6, 0.4), (0.45, 0.3, 0.2), (0.85, 0.7, 0.5), (0.55, 0.3, 0.2), (0.65, 0.6, 0.55), (0.7, 0.45, 0.3)]
-BOARDS = [((0.9, 0.78, 0.58), (0.5, 0.3, 0.16)), ((0.93, 0.93, 0.86), (0.32, 0.5, 0.3)),
-          ((0.85, 0.85, 0.82), (0.25, 0.25, 0.27)), ((0.94, 0.87, 0.7), (0.6, 0.4, 0.25))]
-
-
-def table(rng, x, z, azimuth):
+def table(rng, x, z, azimuth, palette: Palette):
     """Albedo of the surface the pieces stand on, in world units (king height = 1)."""
     ang = azimuth + rng.uniform(-0.4, 0.4) + rng.choice([0, np.pi / 2])
     a, b = x * np.cos(ang) + z * np.sin(ang), -x * np.sin(ang) + z * np.cos(ang)
     kind = rng.choice(["wood", "board", "cloth", "plain"], p=[0.3, 0.35, 0.2, 0.15])
     if kind == "board":
-        return board(rng, a, b)
-    return {"wood": wood_table, "cloth": cloth, "plain": plain}[kind](rng, a, b)
+        return board(rng, a, b, palette)
+    return {"wood": wood_table, "cloth": cloth, "plain": plain}[kind](rng, a, b, palette)
 
 
-def wood_table(rng, a, b):
+def wood_table(rng, a, b, palette: Palette):
     width = rng.uniform(0.8, 2.5)
     plank = np.floor(b / width)
-    light = srgb(*TABLE_WOODS[rng.integers(len(TABLE_WOODS))]) * rng.uniform(0.9, 1.1, 3)
+    light = srgb(*palette.table_woods[rng.integers(len(palette.table_woods))]) * rng.uniform(0.9, 1.1, 3)
     col = wood(rng, a + plank * 7.1, b, light, light * rng.uniform(0.5, 0.75), rng.uniform(1.5, 5))
     seam = np.abs(b / width - plank - 0.5) > 0.495
     return col * (1 + 0.12 * np.sin(plank * 12.9898) - 0.4 * seam)[:, None]
 
 
-def board(rng, a, b):
+def board(rng, a, b, palette: Palette):
     """A real 8x8 board with a frame, somewhere under the pieces, lying on a table."""
     sq = rng.uniform(0.45, 0.7)
     a, b = a + rng.uniform(-2, 2) * sq, b + rng.uniform(-2, 2) * sq
-    light, dark = (srgb(*c) for c in BOARDS[rng.integers(len(BOARDS))])
+    light, dark = (srgb(*c) for c in palette.boards[rng.integers(len(palette.boards))])
     odd = ((np.floor(a / sq) + np.floor(b / sq)) % 2)[:, None]
     col = (light * (1 - odd) + dark * odd) * (0.9 + 0.2 * noise(rng, a * 3, b * 0.3 + odd[:, 0] * 5))[:, None]
     edge = np.maximum(np.abs(a), np.abs(b)) / (4 * sq)
     frame = srgb(*rng.uniform([0.15, 0.08, 0.05], [0.45, 0.3, 0.2])) * (0.9 + 0.2 * noise(rng, a * 2, b * 2))[:, None]
-    under = (wood_table if rng.random() < 0.6 else plain)(rng, a, b)
+    under = (wood_table if rng.random() < 0.6 else plain)(rng, a, b, palette)
     return np.where((edge < 1)[:, None], col, np.where((edge < 1.08)[:, None], frame, under))
 
 
-def cloth(rng, a, b):
-    col = srgb(*CLOTHS[rng.integers(len(CLOTHS))]) * rng.uniform(0.85, 1.15, 3)
+def cloth(rng, a, b, palette: Palette):
+    col = srgb(*palette.cloths[rng.integers(len(palette.cloths))]) * rng.uniform(0.85, 1.15, 3)
     fabric = 0.85 + 0.2 * noise(rng, a * 0.8, b * 0.8) + 0.1 * noise(rng, a * 25, b * 25, octaves=1)
     return col * fabric[:, None]
 
 
-def plain(rng, a, b):
+def plain(rng, a, b, palette: Palette):
     col = srgb(*(rng.uniform(0.55, 0.95) * rng.uniform(0.93, 1.05, 3)))
     return col * (0.9 + 0.15 * noise(rng, a * 0.2, b * 0.2))[:, None]
 
