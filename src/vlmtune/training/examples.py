@@ -59,7 +59,7 @@ class EncodedRows(Dataset):
         return len(self.rows)
 
     def set_epoch(self, epoch: int) -> None:
-        """Called at each epoch start (``fit``'s callback): which view each picture shows."""
+        """Called at each epoch start (accelerate's DataLoader does): which view each picture shows."""
         self.epoch = epoch
 
     def view_of(self, i: int) -> int:
