@@ -69,7 +69,7 @@ class AugmentConfig:
     views: int | None = doc("Versions of each train picture: the picture itself and views - 1 augmented ones (each a "
                             "fixed function of train.seed, the picture and the view, so the feature cache computes "
                             "them once); epoch e shows picture i its view (e + i) mod views. 1: off. None: 4 when "
-                            "the run trains at least 6 epochs, else off (augmentation regularises many passes over "
+                            "the run trains at least 10 epochs, else off (augmentation regularises many passes over "
                             "few pictures and cost a 3-epoch run: bench/README.md, small-data recipe).", None)
     photometric: bool = doc("Exposure, contrast, saturation, colour temperature; sometimes blur and JPEG "
                             "re-encoding. Nothing a caption says changes.", True)

@@ -44,10 +44,11 @@ def test_a_bad_budget_is_refused_in_one_line():
 
 
 @pytest.mark.parametrize("overrides,rows,views,says", [
-    ([], 30, 4, "augmentation: on, 4 views of each picture (19 epochs >= 6"),  # 8 steps an epoch at batch 4
-    ([], 352, 1, "augmentation: off (3 epochs < 6"),  # 88 steps an epoch: the budget's floor
-    (["train.epochs=6"], 352, 4, "(6 epochs >= 6"),
-    (["train.max_steps=40"], 40, 1, "augmentation: off (4 epochs < 6"),  # 10 steps an epoch: max_steps is 4 epochs
+    ([], 30, 4, "augmentation: on, 4 views of each picture (19 epochs >= 10"),  # 8 steps an epoch at batch 4
+    ([], 352, 1, "augmentation: off (3 epochs < 10"),  # 88 steps an epoch: the budget's floor
+    (["train.epochs=6"], 352, 1, "augmentation: off (6 epochs < 10"),
+    (["train.epochs=10"], 352, 4, "(10 epochs >= 10"),
+    (["train.max_steps=40"], 40, 1, "augmentation: off (4 epochs < 10"),  # 10 steps an epoch: max_steps is 4 epochs
 ])
 def test_unset_views_follow_the_epochs(overrides, rows, views, says):
     cfg, line = augment_views(load_config(overrides=overrides), rows)
