@@ -29,3 +29,22 @@ def tiny_run_dir(tmp_path_factory, tiny_model_dir):
     import tiny
 
     return tiny.trained_run(tmp_path_factory.mktemp("tiny-run") / "run", tiny_model_dir)
+
+
+@pytest.fixture(scope="module")
+def tiny_rows(tmp_path_factory):
+    """The 9 train rows of a 12-picture tiny caption folder (solid colours)."""
+    import tiny
+    from vlmtune.data.dataset import build_dataset
+
+    return build_dataset(tiny.caption_folder(tmp_path_factory.mktemp("data"), n=12), "Describe this picture.")["train"]
+
+
+@pytest.fixture()
+def tiny_encoder():
+    """The prompt/answer tokenizer of the tiny LLaVA (64 tokens)."""
+    import tiny
+    from vlmtune.models.prompting import PromptAnswerTokenizer
+    from vlmtune.models.registry import LLAVA
+
+    return PromptAnswerTokenizer(tiny.llava()[1], LLAVA, 64)

@@ -9,9 +9,7 @@ from PIL import Image
 import tiny
 from vlmtune.config import AugmentConfig, load_config
 from vlmtune.data.augment import _rotate, _zoom_out, active, augment, view_rng
-from vlmtune.data.dataset import build_dataset
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.prompting import PromptAnswerTokenizer
 from vlmtune.models.registry import LLAVA
 from vlmtune.training.examples import EncodedRows, cached_rows, encode_row
 from vlmtune.training.features import FEATURES, compute_features
@@ -79,64 +77,52 @@ def test_bad_settings_name_the_key(key, value, want):
         load_config(overrides=[f"data.augment.{key}={value}"])
 
 
-@pytest.fixture(scope="module")
-def rows(tmp_path_factory):
-    folder = tiny.caption_folder(tmp_path_factory.mktemp("data"), n=12)
-    return build_dataset(folder, "Describe this picture.")["train"]  # 9 rows
-
-
-@pytest.fixture()
-def encoder():
-    _, processor = tiny.llava()
-    return PromptAnswerTokenizer(processor, LLAVA, 64)
-
-
-def test_epoch_e_shows_picture_i_its_view_e_plus_i_mod_views(rows, encoder):
+def test_epoch_e_shows_picture_i_its_view_e_plus_i_mod_views(tiny_rows, tiny_encoder):
     aug = AugmentConfig(views=3)
-    lazy = EncodedRows(encoder, rows, "train", aug, seed=5)
-    plain = [encode_row(encoder, rows[i], "train")["pixel_values"] for i in range(len(rows))]
+    lazy = EncodedRows(tiny_encoder, tiny_rows, "train", aug, seed=5)
+    plain = [encode_row(tiny_encoder, tiny_rows[i], "train")["pixel_values"] for i in range(len(tiny_rows))]
     for epoch in range(3):
         lazy.set_epoch(epoch)
-        for i in range(len(rows)):
+        for i in range(len(tiny_rows)):
             got = lazy[i]["pixel_values"]
             view = (epoch + i) % 3
             assert torch.equal(got, lazy.encode(i, view)["pixel_values"])
             assert torch.equal(got, plain[i]) == (view == 0)  # view 0 is the picture itself
 
 
-def test_cached_views_are_the_features_of_the_uncached_views(rows, encoder, tmp_path):
+def test_cached_views_are_the_features_of_the_uncached_views(tiny_rows, tiny_encoder, tmp_path):
     model, _ = tiny.llava()
-    lazy = EncodedRows(encoder, rows, "train", AugmentConfig(views=3), seed=1)
+    lazy = EncodedRows(tiny_encoder, tiny_rows, "train", AugmentConfig(views=3), seed=1)
     cached = cached_rows(model, LLAVA, lazy, tmp_path)
-    assert len(cached) == len(rows) and len(cached.store) == 3 * len(rows)
+    assert len(cached) == len(tiny_rows) and len(cached.store) == 3 * len(tiny_rows)
     for epoch in (0, 1, 2, 4):
         lazy.set_epoch(epoch)
         cached.set_epoch(epoch)
-        want = compute_features(model, LLAVA, [lazy[i] for i in range(len(rows))])
-        for i in range(len(rows)):
+        want = compute_features(model, LLAVA, [lazy[i] for i in range(len(tiny_rows))])
+        for i in range(len(tiny_rows)):
             assert cached[i]["input_ids"] == want[i]["input_ids"]
             assert torch.allclose(cached[i][FEATURES], want[i][FEATURES], atol=1e-6)
 
 
-def test_fit_moves_the_train_split_to_each_epochs_views(rows, encoder, tmp_path, monkeypatch):
+def test_fit_moves_the_train_split_to_each_epochs_views(tiny_rows, tiny_encoder, tmp_path, monkeypatch):
     seen = []
     monkeypatch.setattr(EncodedRows, "set_epoch", lambda self, e: (seen.append(e), setattr(self, "epoch", e)))
     cfg = load_config(overrides=["train.epochs=3", "train.batch_size=9", "train.save_steps=-1", "train.bf16=false",
                                  "train.eval_each_epoch=false", "train.feature_cache=false"])
     model, _ = tiny.llava()
-    fit(model, LLAVA, torch.float32, EncodedRows(encoder, rows, "train", AugmentConfig(views=2)), None, cfg,
+    fit(model, LLAVA, torch.float32, EncodedRows(tiny_encoder, tiny_rows, "train", AugmentConfig(views=2)), None, cfg,
         str(tmp_path), tiny.VOCAB["<pad>"])
     assert sorted(set(seen)) == [0, 1, 2]  # accelerate's DataLoader tells the dataset each epoch
 
 
-def test_training_on_cached_views_gives_the_uncached_losses(rows, encoder, tmp_path):
+def test_training_on_cached_views_gives_the_uncached_losses(tiny_rows, tiny_encoder, tmp_path):
     losses = []
     for cache in ("true", "false"):
         cfg = load_config(overrides=["train.epochs=2", "train.lr=1e-2", "train.batch_size=3", "train.logging_steps=1",
                                      "train.save_steps=-1", "train.eval_each_epoch=false", "train.bf16=false",
                                      f"train.feature_cache={cache}"])
         model, _ = tiny.llava()
-        result = fit(model, LLAVA, torch.float32, EncodedRows(encoder, rows, "train", AugmentConfig(views=2)), None,
+        result = fit(model, LLAVA, torch.float32, EncodedRows(tiny_encoder, tiny_rows, "train", AugmentConfig(views=2)), None,
                      cfg, str(tmp_path / cache), tiny.VOCAB["<pad>"])
         losses.append([h["loss"] for h in result.log_history if "loss" in h])
     assert len(losses[0]) == 6 and np.allclose(losses[0], losses[1], rtol=1e-4)

@@ -1,4 +1,4 @@
-"""Examples encoded when the Trainer draws them: no pixels held per row, results exact, bad rows still stop early."""
+"""Examples encoded when the Trainer draws them: no pixels held per row, results exact, bad tiny_rows still stop early."""
 
 import gc
 import weakref
@@ -8,7 +8,6 @@ import torch
 
 import tiny
 from vlmtune.config import load_config
-from vlmtune.data.dataset import build_dataset
 from vlmtune.errors import VlmtuneError
 from vlmtune.models.prompting import PromptAnswerTokenizer
 from vlmtune.models.registry import LLAVA
@@ -17,21 +16,9 @@ from vlmtune.training.features import FEATURES, FeatureStore, compute_features
 from vlmtune.training.fit import encode_split, fit, ready
 
 
-@pytest.fixture(scope="module")
-def rows(tmp_path_factory):
-    folder = tiny.caption_folder(tmp_path_factory.mktemp("data"), n=12)
-    return build_dataset(folder, "Describe this picture.")["train"]  # 9 rows
-
-
-@pytest.fixture()
-def encoder():
-    _, processor = tiny.llava()
-    return PromptAnswerTokenizer(processor, LLAVA, 64)
-
-
-def eager(encoder, rows):
+def eager(tiny_encoder, tiny_rows):
     """What encode_split used to return: every example encoded and held."""
-    return [encode_row(encoder, rows[i], f"train row {i}") for i in range(len(rows))]
+    return [encode_row(tiny_encoder, tiny_rows[i], f"train row {i}") for i in range(len(tiny_rows))]
 
 
 @pytest.fixture()
@@ -48,8 +35,8 @@ def pixel_refs(monkeypatch):
     return refs
 
 
-def test_a_row_encodes_on_access_exactly_as_it_did_up_front(rows, encoder):
-    lazy, want = EncodedRows(encoder, rows, "train"), eager(encoder, rows)
+def test_a_row_encodes_on_access_exactly_as_it_did_up_front(tiny_rows, tiny_encoder):
+    lazy, want = EncodedRows(tiny_encoder, tiny_rows, "train"), eager(tiny_encoder, tiny_rows)
     assert len(lazy) == len(want) == 9
     for i in (0, 4, 8):
         got = lazy[i]
@@ -58,24 +45,24 @@ def test_a_row_encodes_on_access_exactly_as_it_did_up_front(rows, encoder):
         assert torch.equal(got["pixel_values"], want[i]["pixel_values"])
 
 
-def test_no_pixel_tensor_outlives_the_up_front_pass(rows, encoder, pixel_refs):
+def test_no_pixel_tensor_outlives_the_up_front_pass(tiny_rows, tiny_encoder, pixel_refs):
     model, _ = tiny.llava()
     cfg = load_config(overrides=["train.feature_cache=false"])
-    checked = ready(model, LLAVA, cfg, encode_split(encoder, rows, "train"))
+    checked = ready(model, LLAVA, cfg, encode_split(tiny_encoder, tiny_rows, "train"))
     gc.collect()
     assert len(pixel_refs) == 9 and all(ref() is None for ref in pixel_refs)
-    assert checked.checked and torch.equal(checked[3]["pixel_values"], eager(encoder, rows)[3]["pixel_values"])
+    assert checked.checked and torch.equal(checked[3]["pixel_values"], eager(tiny_encoder, tiny_rows)[3]["pixel_values"])
 
 
-def test_cached_rows_hold_only_text_and_read_back_the_exact_features(rows, encoder, pixel_refs, tmp_path):
+def test_cached_rows_hold_only_text_and_read_back_the_exact_features(tiny_rows, tiny_encoder, pixel_refs, tmp_path):
     model, _ = tiny.llava()
-    cached = cached_rows(model, LLAVA, EncodedRows(encoder, rows, "train"), tmp_path)
+    cached = cached_rows(model, LLAVA, EncodedRows(tiny_encoder, tiny_rows, "train"), tmp_path)
     gc.collect()
     assert len(pixel_refs) == 9 and all(ref() is None for ref in pixel_refs)
     assert all(set(t) == {"input_ids", "labels"} for t in cached.texts)  # features live in the store's file
     assert list(tmp_path.iterdir()) == []  # ...which has no name: nothing to clean up after a crash
-    want = compute_features(model, LLAVA, eager(encoder, rows))  # the in-memory way, same batches of 16
-    for i in range(len(rows)):
+    want = compute_features(model, LLAVA, eager(tiny_encoder, tiny_rows))  # the in-memory way, same batches of 16
+    for i in range(len(tiny_rows)):
         got = cached[i]
         assert got["input_ids"] == want[i]["input_ids"] and got["labels"] == want[i]["labels"]
         assert got[FEATURES].dtype == torch.float32 and torch.equal(got[FEATURES], want[i][FEATURES])
@@ -92,12 +79,12 @@ def test_feature_store_round_trips_any_shape_exactly(tmp_path):
 
 
 @pytest.mark.parametrize("feature_cache", [True, False])
-def test_training_on_lazy_rows_gives_the_losses_of_encoded_lists(rows, encoder, feature_cache, tmp_path):
+def test_training_on_lazy_rows_gives_the_losses_of_encoded_lists(tiny_rows, tiny_encoder, feature_cache, tmp_path):
     cfg = load_config(overrides=["train.max_steps=3", "train.lr=1e-2", "train.batch_size=4", "train.logging_steps=1",
                                  "train.save_steps=-1", "train.eval_each_epoch=false", "train.bf16=false",
                                  f"train.feature_cache={str(feature_cache).lower()}"])
     losses = []
-    for examples in (eager(encoder, rows), encode_split(encoder, rows, "train")):
+    for examples in (eager(tiny_encoder, tiny_rows), encode_split(tiny_encoder, tiny_rows, "train")):
         model, _ = tiny.llava()
         result = fit(model, LLAVA, torch.float32, examples, None, cfg, str(tmp_path), tiny.VOCAB["<pad>"])
         losses.append([h["loss"] for h in result.log_history if "loss" in h])

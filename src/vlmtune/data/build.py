@@ -93,16 +93,14 @@ def load_eval_set(source: str, check: CheckOptions):
 
     kind, where = detect(str(source))
     if kind == "table":
-        table = read_table(where)
-        cols = check.columns.resolve(table.header, str(table.path))
-        return dataset_from_table(table, replace(cols, label=None), check.prompt, check.test_ratio, every_row_test=True)[TEST]
+        return _from_table(where, check, every_row_test=True)[TEST]
     return concatenate_datasets(list(_from_datasets(kind, where, check, str(source)).values()))
 
 
-def _from_table(index: Path, check: CheckOptions):
+def _from_table(index: Path, check: CheckOptions, every_row_test: bool = False):
     table = read_table(index)
     cols = check.columns.resolve(table.header, str(table.path))
-    return dataset_from_table(table, replace(cols, label=None), check.prompt, check.test_ratio)
+    return dataset_from_table(table, replace(cols, label=None), check.prompt, check.test_ratio, every_row_test)
 
 
 def _from_datasets(kind: str, where, check: CheckOptions, label: str):
