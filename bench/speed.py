@@ -7,7 +7,10 @@ Variants (each in its own process, so peak RSS is its own; repeats alternate the
 - B0 ``ours``: vlmtune's ``fit`` on the embedded default (feature cache, LM head on answer positions,
   frozen weights bf16) and its levers switched off one at a time: ``ours-fp32`` (frozen weights
   fp32), ``ours-nocache`` (pixels through DINOv2 every step), ``ours-llava`` (the old LLaVA layout:
-  145 image tokens a picture instead of 64); ``ours-gc`` adds activation checkpointing (with the
+  145 image tokens a picture instead of 64), ``ours-sdpa`` (SDPA attention in training instead of
+  eager on a CPU), ``ours-casts`` (PEFT's fp32 round trip of every LoRA input under autocast);
+  ``ours-t36`` / ``ours-t16`` set ``model.max_image_tokens`` (168 / 112 px instead of 224: 36 / 16
+  image tokens); ``ours-gc`` adds activation checkpointing (with the
   feature cache only the LM's decoder layers run, so it checkpoints those alone).
 - B1 ``trl-conv`` / ``trl-pc``: TRL ``SFTTrainer`` with its defaults (vision collator, gradient
   checkpointing on, bf16), conversational messages (every token supervised) or prompt/completion
@@ -39,7 +42,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 PROMPT = "Describe this picture in a few words."
 LM_LEAVES = "q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj"
-TRAIN_VARIANTS = ("ours", "ours-fp32", "ours-nocache", "ours-llava", "ours-gc", "trl-conv", "trl-pc", "seed")
+TRAIN_VARIANTS = ("ours", "ours-sdpa", "ours-casts", "ours-t36", "ours-t16", "ours-fp32", "ours-nocache", "ours-llava",
+                  "ours-gc", "trl-conv", "trl-pc", "seed")
 
 
 # ---------------------------------------------------------------- shared set-up
@@ -116,7 +120,14 @@ def run_ours(variant: str, steps: int, batch: int, n: int) -> dict:
                  f"train.batch_size={batch}", f"train.max_steps={steps + 1}", "train.lr=3e-4", "train.projector_lr=1e-3",
                  "train.logging_steps=1", "train.save_steps=-1", "train.eval_each_epoch=false"]
     overrides += {"ours-fp32": ["model.dtype=fp32"], "ours-nocache": ["train.feature_cache=false"],
-                  "ours-gc": ["train.gradient_checkpointing=true"]}.get(variant, [])
+                  "ours-gc": ["train.gradient_checkpointing=true"], "ours-sdpa": ["model.attn_implementation=sdpa"],
+                  "ours-t36": ["model.max_image_tokens=36"], "ours-t16": ["model.max_image_tokens=16"]}.get(variant, [])
+    if variant == "ours-casts":  # the lever off: PEFT casts every LoRA input to fp32 and autocast casts it back
+        import contextlib
+
+        import vlmtune.training.fit as fit_module
+
+        fit_module.disable_input_dtype_casting = lambda model, active=True: contextlib.nullcontext()
     cfg = load_config(overrides=[f"model.name={base_path(layout)}", *overrides])
     train, _ = rows(n, 0)
     model, processor, spec, dtype = load_model(cfg.model, training=True, bf16=cfg.train.bf16)
@@ -290,7 +301,7 @@ def run_prep(variant: str, steps: int, batch: int, n: int) -> dict:
     return out
 
 
-RUNNERS = {"ours": run_ours, "ours-fp32": run_ours, "ours-nocache": run_ours, "ours-llava": run_ours, "ours-gc": run_ours,
+RUNNERS = {**{v: run_ours for v in TRAIN_VARIANTS if v.startswith("ours")},
            "trl-conv": run_trl, "trl-pc": run_trl, "seed": run_seed,
            "trl-conv-llava": run_trl, "seed-llava": run_seed, "eval": run_eval, "prep": run_prep}
 

@@ -50,12 +50,14 @@ class ModelConfig:
                              "'generic' reads the module tree off the model itself (what a model_type without a "
                              "row gets).", None)
     dtype: str = doc("Weights dtype: auto (bf16 on a bf16 GPU, and for training under train.bf16 on a bf16 CPU; else fp32), bf16, fp32; fp16 only for inference.", "auto")
-    attn_implementation: str = doc("Attention kernel: auto (flash_attention_2 on CUDA when installed, else sdpa), "
+    attn_implementation: str = doc("Attention kernel: auto (flash_attention_2 on CUDA when installed, else sdpa; eager while "
+                                   "training on a CPU, where SDPA's flash backward is slow), "
                                    "sdpa, eager or flash_attention_2.", "auto")
     quantization: str = doc("QLoRA base weights: none, 4bit (NF4) or 8bit; needs CUDA and bitsandbytes.", "none")
     max_image_tokens: int | None = doc(
         "Most image tokens one picture may get (a 12 MP photo at Qwen2-VL's own settings gets 15,552), mapped onto "
-        "the family's processor: Qwen max_pixels, LLaVA-NeXT grid pinpoints, Idefics2 image splitting, "
+        "the family's processor: Qwen max_pixels, LLaVA-NeXT grid pinpoints, Idefics2 image splitting, the embedded "
+        "default's square side (64 = 224 px, 36 = 168 px, 16 = 112 px), "
         "Idefics3/SmolVLM longest_edge; families with a fixed count (LLaVA-1.5, PaliGemma, Gemma 3, Mllama, IDEFICS) are "
         "only checked. Kept with the run for evaluation, chat and merge. None: the checkpoint's own settings.", None)
     device_map: str | None = doc(

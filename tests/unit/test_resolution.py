@@ -274,6 +274,11 @@ SHAPES = [(896, 896), (1092, 1092), (1344, 672), (672, 1344), (672, 336), (4000,
     ("lfm2_vl", 1024, ("max_tiles", 3), 1024),  # 4000x1000: 3x1 tiles + a 1024x256 thumbnail of 256
     ("lfm2_vl", 700, ("do_image_splitting", False), 256),  # 2 tiles + thumbnail = 768 > 700: one view
     ("lfm2_vl", 100, ("max_image_tokens", 100), 100),
+    # the default squashes every picture to a square: 36 -> 168 px (12x12 patches, 6x6 after the shuffle),
+    # 20 -> 112 px = 16 (5x5 would need 140 px = 10x10 patches: 25 > 20 is not the bound, 4x4 is)
+    ("aya_vision", 36, ("size", "168x168"), 36),
+    ("aya_vision", 20, ("size", "112x112"), 16),
+    ("aya_vision", 1000, ("size", "224x224"), 64),  # never raised above the checkpoint's 224 px
 ])
 def test_budget_bounds_every_aspect_ratio(family, budget, setting, worst):
     from PIL import Image
@@ -335,6 +340,7 @@ def test_unset_budget_keeps_the_checkpoint_settings(photo):
     ("internvl", 1000, "max_patches", 2),
     ("mistral3", 1056, "size", {"longest_edge": 896}),
     ("lfm2_vl", 1024, "max_tiles", 3),
+    ("aya_vision", 36, "size", {"height": 168, "width": 168}),
 ])
 def test_limit_is_written_into_the_saved_processor(family, budget, key, saved, photo, tmp_path):
     """What train saves into the adapter dir (and merge reloads) keeps the limited setting."""
@@ -442,3 +448,33 @@ def test_train_run_and_inference_use_the_same_image_tokens(family, budget, count
     assert image_tokens_in(from_merge, ids["input_ids"][0]) == count
     with torch.no_grad():  # LLaVA-NeXT: the merged config.json tiles with the same grids
         merged.generate(**ids, max_new_tokens=1, do_sample=False)
+
+
+# ---------------------------------------------------------------- the embedded default's resolution knob
+def test_default_below_its_224_px_trains_and_generates_the_counted_tokens(photo, tmp_path):
+    """36 tokens: 168 px in, 12x12 DINOv2 patches (position embeddings interpolated), 6x6 after the
+    2x2 shuffle; the model's own check (features == placeholders) passes in training and generation."""
+    from vlmtune.training.fit import fit
+
+    model, processor = real("aya_vision")
+    spec = REGISTRY["aya_vision"]
+    info = limit_image_tokens(spec, processor, model.config, 36)
+    encoder = PromptAnswerTokenizer(processor, spec, 256)
+    example = encoder.encode(photo, PROMPT, ANSWER)
+    assert (info["image_tokens"], image_tokens_in(processor, example["input_ids"])) == (36, 36)
+    assert tuple(example["pixel_values"].shape[-2:]) == (168, 168)
+    run = A.run_config(tmp_path, "train.max_steps=1", "train.batch_size=1", "train.lora.targets=lm+projector")
+    result = fit(model, spec, torch.float32, [example], None, run, str(tmp_path), processor.tokenizer.pad_token_id)
+    assert np.isfinite(result.log_history[-1]["train_loss"])
+    inputs = encoder.encode_prompts([photo], [PROMPT])
+    with torch.no_grad():
+        out = result.model.generate(**inputs, max_new_tokens=1, do_sample=False)
+    assert out.shape[1] == inputs["input_ids"].shape[1] + 1
+
+
+def test_aya_tiling_processor_budget_is_refused_in_one_line():
+    import families_tiny_d as D
+
+    model, processor = D.aya_vision()
+    with pytest.raises(VlmtuneError, match="AyaVisionProcessor tiles pictures and has no single resolution"):
+        limit_image_tokens(REGISTRY["aya_vision"], processor, model.config, 100)

@@ -7,13 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from peft.helpers import disable_input_dtype_casting
 from torch.utils.data import Dataset
 
 from vlmtune.config import AugmentConfig, RunConfig
 from vlmtune.training.collate import Collator
 from vlmtune.training.distributed import sharded
 from vlmtune.models.prompting import PromptAnswerTokenizer
-from vlmtune.models.dtype import autocast_bf16, keep_fp32_masters
+from vlmtune.models.dtype import autocast_bf16, keep_fp32_masters, training_attention
 from vlmtune.models.lora import TrainPlan, apply_plan, plan_for, trainable_share
 from vlmtune.models.family import FamilySpec
 from vlmtune.training.checkpoints import newest_valid_checkpoint, require_disk_room
@@ -59,6 +60,13 @@ def ready(model, spec: FamilySpec, cfg: RunConfig, examples, folder: Path | None
     ``observe`` sees each example of that pass (pixels still in), so callers need no pass of their own.
     """
     cache = uses_feature_cache(spec, cfg, plan)
+    if cache:  # the features the training forward would compute: under the attention it trains with
+        with training_attention(model, cfg.model.attn_implementation, next(model.parameters()).device):
+            return _ready(model, spec, examples, folder, observe, cache)
+    return _ready(model, spec, examples, folder, observe, cache)
+
+
+def _ready(model, spec: FamilySpec, examples, folder: Path | None, observe: Observer | None, cache: bool) -> Dataset:
     if isinstance(examples, list):  # encoded by the caller (tests, benchmarks): features in place
         examples = list(observed(examples, observe))
         return ListDataset(compute_features(model, spec, examples) if cache else examples)
@@ -90,6 +98,7 @@ def fit(model, spec: FamilySpec, dtype: torch.dtype, train, evals, cfg: RunConfi
     checkpoint = None if resume is False else resume if isinstance(resume, Path) else resume_checkpoint(Path(output_dir))
     train = ready(model, spec, cfg, train, Path(output_dir), plan=plan)
     evals = ready(model, spec, cfg, evals, Path(output_dir), plan=plan) if evals is not None and len(evals) else None
+    device = next(model.parameters()).device
     cfg, line = scheduled(cfg, len(train))
     print(line)
     from transformers import set_seed
@@ -106,7 +115,6 @@ def fit(model, spec: FamilySpec, dtype: torch.dtype, train, evals, cfg: RunConfi
         from transformers import EarlyStoppingCallback
 
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
-    device = next(model.parameters()).device
     args = training_arguments(
         cfg.train, output_dir, bf16=autocast_bf16(cfg.train.bf16, device, dtype), has_eval=bool(evals),
         use_cpu=device.type == "cpu",
@@ -118,6 +126,11 @@ def fit(model, spec: FamilySpec, dtype: torch.dtype, train, evals, cfg: RunConfi
     start = time.perf_counter()
     if checkpoint is not None:
         print(f"resuming from {checkpoint}")
-    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    # Under autocast PEFT's cast of every LoRA input to the adapter's fp32 (and autocast's cast
+    # back to bf16 for the matmul) is an exact round trip: two copies of each input, forward and
+    # backward, ~8 % of a CPU step (bench/README.md). Every forward of trainer.train runs under
+    # accelerate's autocast, so the casts are off for exactly that long.
+    with disable_input_dtype_casting(model, active=args.bf16), training_attention(model, cfg.model.attn_implementation, device):
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return FitResult(model, trainer, time.perf_counter() - start, trainable, total, trainer.state.log_history,
                      cfg.train.epochs)

@@ -17,6 +17,9 @@ views), the projector's input is the selected vision features, and the model sca
 ``mm_encoder_outputs["image"].pooler_output`` as one [views, tokens, dim] tensor.
 """
 
+import math
+
+from vlmtune.errors import VlmtuneError
 from vlmtune.models.families.llava import CLIP_LIKE_VISION
 from vlmtune.models.family import FamilyHooks, FamilySpec
 
@@ -27,6 +30,28 @@ class AyaVisionHooks(FamilyHooks):
     def end_of_turn(self, spec, tokenizer) -> str:
         """Cohere's turn token where the vocabulary has it (its EOS is a different token), else EOS."""
         return COHERE_END_OF_TURN if COHERE_END_OF_TURN in tokenizer.get_vocab() else tokenizer.eos_token
+
+    def limit_image_tokens(self, processor, model_config, max_image_tokens: int) -> dict:
+        """The default's square input side from the budget: one token per ``patch_size`` block
+        (the processor's 28 px = a 2x2 block of 14 px DINOv2 patches, which interpolates its
+        position embeddings), so 224 px gives 64 tokens, 168 px 36, 112 px 16.
+
+        Cohere's tiling processor has no single side to set: refused with a clear line.
+        """
+        images, block = processor.image_processor, getattr(processor, "patch_size", None)
+        size = getattr(images, "size", None) or {}
+        if not block or "height" not in size or hasattr(images, "crop_to_patches"):  # GotOcr2-style tiling
+            raise VlmtuneError(f"model.max_image_tokens={max_image_tokens}: {type(processor).__name__} tiles pictures "
+                               "and has no single resolution to set; leave model.max_image_tokens unset")
+        now = min(size["height"], size["width"]) // block
+        side = min(now, math.isqrt(max_image_tokens))
+        if side < 1:
+            raise VlmtuneError(f"model.max_image_tokens={max_image_tokens}: the default needs at least 1 image token")
+        pixels = side * block
+        images.size = {"height": pixels, "width": pixels}
+        if getattr(images, "crop_size", None):
+            images.crop_size = {"height": pixels, "width": pixels}
+        return {"size": f"{pixels}x{pixels}", "image_tokens": side * side}
 
 
 AYA_VISION = FamilySpec(
