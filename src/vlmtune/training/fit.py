@@ -98,7 +98,6 @@ def fit(model, spec: FamilySpec, dtype: torch.dtype, train, evals, cfg: RunConfi
     checkpoint = None if resume is False else resume if isinstance(resume, Path) else resume_checkpoint(Path(output_dir))
     train = ready(model, spec, cfg, train, Path(output_dir), plan=plan)
     evals = ready(model, spec, cfg, evals, Path(output_dir), plan=plan) if evals is not None and len(evals) else None
-    device = next(model.parameters()).device
     cfg, line = scheduled(cfg, len(train))
     print(line)
     from transformers import set_seed
@@ -115,6 +114,7 @@ def fit(model, spec: FamilySpec, dtype: torch.dtype, train, evals, cfg: RunConfi
         from transformers import EarlyStoppingCallback
 
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=cfg.train.early_stopping_patience))
+    device = next(model.parameters()).device
     args = training_arguments(
         cfg.train, output_dir, bf16=autocast_bf16(cfg.train.bf16, device, dtype), has_eval=bool(evals),
         use_cpu=device.type == "cpu",
