@@ -274,8 +274,8 @@ SHAPES = [(896, 896), (1092, 1092), (1344, 672), (672, 1344), (672, 336), (4000,
     ("lfm2_vl", 1024, ("max_tiles", 3), 1024),  # 4000x1000: 3x1 tiles + a 1024x256 thumbnail of 256
     ("lfm2_vl", 700, ("do_image_splitting", False), 256),  # 2 tiles + thumbnail = 768 > 700: one view
     ("lfm2_vl", 100, ("max_image_tokens", 100), 100),
-    # the default squashes every picture to a square: 36 -> 168 px (12x12 patches, 6x6 after the shuffle),
-    # 20 -> 112 px = 16 (5x5 would need 140 px = 10x10 patches: 25 > 20 is not the bound, 4x4 is)
+    # the default squashes every picture to a square: 36 -> 168 px (12x12 patches, 6x6 after the shuffle);
+    # 20 -> 4x4 = 16 tokens at 112 px (5x5 = 25 would pass the budget)
     ("aya_vision", 36, ("size", "168x168"), 36),
     ("aya_vision", 20, ("size", "112x112"), 16),
     ("aya_vision", 1000, ("size", "224x224"), 64),  # never raised above the checkpoint's 224 px

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from contextlib import contextmanager
 
 import torch
 
@@ -139,27 +138,6 @@ def attention_kernel(name: str, device: torch.device, model_class: type | None =
         if importlib.util.find_spec("flash_attn") is not None:
             return "flash_attention_2"
     return "sdpa"
-
-
-@contextmanager
-def training_attention(model, setting: str, device: torch.device):
-    """Eager attention for the ``with`` block (trainer.train) where ``model.attn_implementation=auto``
-    trains on a CPU; the kernel it was loaded with (SDPA) again afterwards, for generation.
-
-    On a CPU, SDPA picks its flash kernel, whose backward was a quarter of the embedded default's
-    step (30 calls of 21-24 ms at 8 x 95 tokens); eager attention computes the same softmax(QK^T)V
-    1.2-1.3x faster per step there (bench/README.md). Generation has no backward: SDPA stays.
-    """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    before = base.config._attn_implementation
-    switch = setting == "auto" and device.type == "cpu" and before != "eager"
-    if switch:
-        base.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        if switch:
-            base.set_attn_implementation(before)
 
 
 def unquantized_prefixes(spec) -> list[str]:

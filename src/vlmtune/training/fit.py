@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,13 +15,13 @@ from vlmtune.config import AugmentConfig, RunConfig
 from vlmtune.training.collate import Collator
 from vlmtune.training.distributed import sharded
 from vlmtune.models.prompting import PromptAnswerTokenizer
-from vlmtune.models.dtype import autocast_bf16, keep_fp32_masters, training_attention
+from vlmtune.models.dtype import autocast_bf16, keep_fp32_masters
 from vlmtune.models.lora import TrainPlan, apply_plan, plan_for, trainable_share
 from vlmtune.models.family import FamilySpec
 from vlmtune.training.checkpoints import newest_valid_checkpoint, require_disk_room
 from vlmtune.errors import VlmtuneError
 from vlmtune.training.examples import EncodedRows, Observer, cached_rows, observed
-from vlmtune.training.features import compute_features
+from vlmtune.training.features import compute_features, unwrap
 from vlmtune.training.schedule import scheduled
 from vlmtune.training.trainer import ListDataset, VlmTrainer, training_arguments
 
@@ -43,6 +44,28 @@ def encode_split(encoder: PromptAnswerTokenizer, dataset, desc: str, augment: Au
     from accelerate's DataLoader calling the dataset's ``set_epoch`` (a test guards it)."""
     return EncodedRows(encoder, dataset, desc, augment, seed)
 
+
+
+@contextmanager
+def training_attention(model, setting: str, device: torch.device):
+    """Eager attention for the ``with`` block (the feature pass, trainer.train) where
+    ``model.attn_implementation=auto`` trains on a CPU; the kernel the model was loaded with (SDPA)
+    again afterwards, for generation.
+
+    On a CPU, SDPA picks its flash kernel, whose backward was a quarter of the embedded default's
+    step (30 calls of 21-24 ms at 8 x 95 tokens); eager attention computes the same softmax(QK^T)V
+    1.2-1.3x faster per step there (bench/README.md). Generation has no backward: SDPA stays.
+    """
+    base = unwrap(model)
+    before = base.config._attn_implementation
+    switch = setting == "auto" and device.type == "cpu" and before != "eager"
+    if switch:
+        base.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            base.set_attn_implementation(before)
 
 
 def uses_feature_cache(spec: FamilySpec, cfg: RunConfig, plan: TrainPlan | None = None) -> bool:
@@ -128,7 +151,7 @@ def fit(model, spec: FamilySpec, dtype: torch.dtype, train, evals, cfg: RunConfi
         print(f"resuming from {checkpoint}")
     # Under autocast PEFT's cast of every LoRA input to the adapter's fp32 (and autocast's cast
     # back to bf16 for the matmul) is an exact round trip: two copies of each input, forward and
-    # backward, ~8 % of a CPU step (bench/README.md). Every forward of trainer.train runs under
+    # backward, 12 % of a profiled CPU step, 1.08x per step when removed (bench/README.md). Every forward of trainer.train runs under
     # accelerate's autocast, so the casts are off for exactly that long.
     with disable_input_dtype_casting(model, active=args.bf16), training_attention(model, cfg.model.attn_implementation, device):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
