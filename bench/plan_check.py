@@ -43,7 +43,9 @@ def shape(name: str, targets: str, *extra: str):
 def measured_peaks() -> list[dict]:
     step, fit = MEASURED["step_7b_lm+projector"], MEASURED["fit_7b_vision_lora_gc"]
     # gpu_check.py: torch AdamW, no autocast on bf16 weights, answer tokens ~6 per sample.
-    base = dict(batch=step["batch"], seq=step["seq"], answer_tokens=6, autocast=False, dropout=True, optim="adamw_torch")
+    # PEFT's input casts stayed on there (input_casts=True), as in every stock HF/PEFT loop below.
+    base = dict(batch=step["batch"], seq=step["seq"], answer_tokens=6, autocast=False, dropout=True, optim="adamw_torch",
+                input_casts=True)
     cases = [
         ("LoRA lm+projector, stock loss (pixels + logits everywhere)", "lm+projector",
          Workload(**base, all_logits=True, vision_runs=True), step["stock_peak_gib"]),
@@ -67,7 +69,7 @@ def seed_story() -> list[dict]:
     for name in ("llava-next-mistral-7b", "llava-next-34b"):
         cfg, s = shape(name, "lm+vision", "train.lora.dropout=0.05")  # the seed's (LLaVA's scripts') LoRA dropout
         for batch in (1, 2, 3, 4):
-            w = replace(workload(cfg, s), batch=batch, all_logits=True)
+            w = replace(workload(cfg, s), batch=batch, all_logits=True, input_casts=True)
             total = layout(s, w, "single", 1).total
             row = {"model": name, "batch": batch, "seq": w.seq, "total_gib": round(total / GiB, 1),
                    "total_gb": round(total / 1e9, 1)}
@@ -82,7 +84,7 @@ def llama_factory() -> list[dict]:
     for quant, published in (("none", 16), ("4bit", 6)):
         cfg, s = shape("llava-1.5-7b", "lm", "train.lora.r=8", "train.lora.dropout=0",
                        "train.gradient_checkpointing=true", f"model.quantization={quant}")
-        w = replace(workload(cfg, s), batch=1, seq=2048, all_logits=True)
+        w = replace(workload(cfg, s), batch=1, seq=2048, all_logits=True, input_casts=True)
         total = layout(s, w, "single", 1).total
         rows.append({"check": f"LLaMA-Factory 7B {'QLoRA 4-bit' if quant == '4bit' else 'LoRA'}", "published_gb": published,
                      "planned_gb": round(total / 1e9, 2), "planned_gib": round(total / GiB, 2),

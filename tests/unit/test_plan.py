@@ -53,6 +53,10 @@ def test_parts_and_lora_counts_of_llava_7b_by_hand():
     # CLIP-L: q,k,v,out 1024x1024, fc1/fc2 1024<->4096, 24 layers.
     assert shape.lora["vision"] == 24 * 16 * (4 * 2048 + 2 * 5120)
     assert shape.lora_inputs["lm"] == 32 * (6 * 4096 + 11008)
+    # Distinct input tensors: q/k/v read one, o its own, gate/up one, down its own.
+    assert shape.lora_distinct_inputs["lm"] == 32 * (3 * 4096 + 11008)
+    # CLIP's q/k/v read one tensor, out_proj, fc1 and fc2 one each.
+    assert shape.lora_distinct_inputs["vision"] == 24 * (3 * 1024 + 4096)
 
 
 @pytest.mark.parametrize("name, overrides, lm, vision", [
@@ -97,8 +101,11 @@ def test_planned_image_tokens_equal_what_the_real_processor_gives_the_worst_pict
 
 
 # ---------------------------------------------------------------- the activation formula vs autograd
-def saved_bytes(model, spec, batch, checkpointing: bool) -> int:
-    """Bytes of the distinct storages autograd keeps for backward (parameters excluded)."""
+def saved_bytes(model, spec, batch, checkpointing: bool, casts: bool) -> int:
+    """Bytes of the distinct storages autograd keeps for backward (parameters excluded); ``casts``:
+    PEFT's cast of each LoRA input to fp32 on (its default) or off (as fit runs under autocast)."""
+    from peft.helpers import disable_input_dtype_casting
+
     from vlmtune.training.trainer import answer_loss
 
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
@@ -110,7 +117,8 @@ def saved_bytes(model, spec, batch, checkpointing: bool) -> int:
             saved[storage.data_ptr()] = storage.nbytes()
         return t
 
-    with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            disable_input_dtype_casting(model, active=not casts):
         answer_loss(model, spec, batch)
     return sum(saved.values())
 
@@ -135,11 +143,13 @@ def llama_llava(tmp_path):
     return model.to(torch.bfloat16), processor, tmp_path / "m"
 
 
-@pytest.mark.parametrize("targets, dropout, checkpointing", [
-    ("lm", 0.0, False), ("lm", 0.05, False), ("lm+projector", 0.05, False), ("lm+projector", 0.05, True)])
-def test_activation_formula_matches_what_autograd_keeps(tmp_path, targets, dropout, checkpointing):
+@pytest.mark.parametrize("targets, dropout, checkpointing, casts", [
+    ("lm", 0.0, False, False), ("lm", 0.0, False, True), ("lm", 0.05, False, False), ("lm", 0.05, False, True),
+    ("lm+projector", 0.05, False, False), ("lm+projector", 0.05, True, False)])
+def test_activation_formula_matches_what_autograd_keeps(tmp_path, targets, dropout, checkpointing, casts):
     """bf16 weights under bf16 autocast, SDPA, two equal-length samples (no padding mask). CPU
-    dropout keeps an fp32 mask (CUDA's fused kernel a bool one): mask_bytes=4 here."""
+    dropout keeps a mask in its input's dtype (CUDA's fused kernel a bool one): fp32 after PEFT's
+    cast (mask_bytes=4), bf16 without it (2)."""
     from PIL import Image
 
     from vlmtune.models.lora import apply_plan
@@ -157,10 +167,11 @@ def test_activation_formula_matches_what_autograd_keeps(tmp_path, targets, dropo
     answer = "a white rook and a black knight and a white queen " * 3
     batch = Collator(processor.tokenizer.pad_token_id)([enc.encode(Image.new("RGB", (28, 28)), "describe", answer)] * 2)
     batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
-    got = saved_bytes(model, spec, batch, checkpointing)
+    got = saved_bytes(model, spec, batch, checkpointing, casts)
     shape = model_shape(cfg.model, cfg.train.lora)
     w = Workload(batch=2, seq=batch["input_ids"].shape[1], answer_tokens=int((batch["labels"] != -100).sum()) // 2,
-                 dropout=dropout > 0, mask_bytes=4, checkpointing=checkpointing, vision_runs=False,
+                 dropout=dropout > 0, mask_bytes=4 if casts else 2, input_casts=casts, checkpointing=checkpointing,
+                 vision_runs=False,
                  projector_trains="projector" in targets)
     kept, _ = activation_parts(shape, w)  # checkpointing: the recomputed layer is not kept from the forward
     planned = kept + logits_bytes(shape, w)

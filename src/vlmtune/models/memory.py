@@ -32,6 +32,9 @@ class Workload:
     weights_bytes: int = 2  # bf16 (GPU) or fp32
     quantization: str = "none"
     autocast: bool = True  # bf16 autocast: LoRA inputs are saved as bf16 copies (fp32 without)
+    # PEFT's cast of each LoRA input to the adapters' fp32; fit turns it off under autocast
+    # (disable_input_dtype_casting), so only a run without autocast keeps it.
+    input_casts: bool = False
     dropout: bool = True  # LoRA dropout > 0: one more copy per wrapped linear (+ its mask)
     mask_bytes: int = 1  # CUDA's fused dropout keeps a bool mask; the CPU kernel a mask in the input dtype (4)
     r: int = 16
@@ -90,10 +93,17 @@ def compute_bytes(w: Workload) -> int:
 
 
 def lora_bytes(w: Workload) -> int:
-    """A LoRA-wrapped linear keeps its own copy of its input: PEFT casts it to the adapters' fp32
-    and, under autocast, lora_A keeps the bf16 cast of it (the fp32 copy is then freed); dropout
-    adds its mask."""
+    """Bytes per input element a LoRA-wrapped linear keeps of its own: lora_A's saved input. With
+    dropout that is the dropout's output plus its mask, one per module. PEFT's cast to the adapters'
+    fp32 (when on) leaves lora_A a copy of its own, which autocast casts back to bf16."""
     return (2 if w.autocast else 4) + (w.mask_bytes if w.dropout else 0)
+
+
+def own_copies(w: Workload) -> bool:
+    """Whether each wrapped linear keeps a copy of its input (dropout, or a cast that copies), or
+    lora_A keeps the very tensor the frozen layer read, shared by q/k/v and by gate/up."""
+    casts_copy = w.input_casts and (w.autocast or w.weights_bytes == 2)  # fp32 -> fp32 is no copy
+    return w.dropout or casts_copy
 
 
 def lm_layer_bytes(shape: ModelShape, w: Workload) -> float:
@@ -124,8 +134,11 @@ def lm_layer_bytes(shape: ModelShape, w: Workload) -> float:
 
 
 def lora_token_bytes(shape: ModelShape, w: Workload, part: str) -> float:
-    """Per token, all layers of ``part``: each wrapped linear's input copy + lora_A's output (r wide)."""
-    return lora_bytes(w) * shape.lora_inputs[part] + (2 if w.autocast else 4) * w.r * shape.lora_modules[part]
+    """Per token, all layers of ``part``: lora_A's inputs (a copy each, or the distinct tensors they
+    share: ``own_copies``) + lora_A's output (r wide)."""
+    inputs = (lora_bytes(w) * shape.lora_inputs[part] if own_copies(w)
+              else (2 if w.autocast else 4) * shape.lora_distinct_inputs[part])
+    return inputs + (2 if w.autocast else 4) * w.r * shape.lora_modules[part]
 
 
 def vision_layer_bytes(shape: ModelShape, w: Workload) -> float:
@@ -178,7 +191,9 @@ def cross_attention_bytes(shape: ModelShape, w: Workload) -> float:
     if not layers:
         return 0.0
     d, c = shape.lm, compute_bytes(w)
-    per_token = c * 2 * d.heads * d.head_dim + (2 * lora_bytes(w) * d.hidden if shape.lora_modules["lm"] else 0)
+    # Without copies of their own, the adapters on k/v keep cross_attention_states, one tensor for all layers.
+    copies = 2 * lora_bytes(w) * d.hidden if shape.lora_modules["lm"] and own_copies(w) else 0
+    per_token = c * 2 * d.heads * d.head_dim + copies
     return layers * w.batch * shape.picture.vision * per_token
 
 

@@ -129,6 +129,30 @@ def linears(model, pattern: str | None, within: list[str] | None = None) -> list
             and (within is None or _under(n, within))]
 
 
+# Sibling linears that read one tensor: q/k/v of an attention block, gate/up of a gated MLP. Without
+# LoRA dropout and without PEFT's input casts (fit turns them off under autocast) their adapters'
+# lora_A all keep that one tensor for backward, not a copy each. Names outside these sets count as
+# their own input: the planner errs on the high side for a layout it does not know.
+SHARED_INPUTS = ({"q_proj", "k_proj", "v_proj"}, {"query", "key", "value"}, {"gate_proj", "up_proj"})
+
+
+def distinct_inputs(model, modules: list[nn.Linear]) -> int:
+    """Sum of in_features over the distinct input tensors of ``modules`` (see SHARED_INPUTS)."""
+    ids = {id(m) for m in modules}
+    seen: set[tuple[str, int]] = set()
+    total = 0
+    for name, module in model.named_modules():
+        if id(module) not in ids:
+            continue
+        parent, _, leaf = name.rpartition(".")
+        group = next((i for i, names in enumerate(SHARED_INPUTS) if leaf in names), None)
+        key = (parent, group) if group is not None else (name, -1)
+        if key not in seen:
+            seen.add(key)
+            total += module.in_features
+    return total
+
+
 def quantizable(model, spec: FamilySpec) -> int:
     """Weights that model.quantization=4bit/8bit quantizes: every Linear outside the kept prefixes."""
     keep = unquantized_prefixes(spec)
@@ -314,6 +338,7 @@ class ModelShape:
     whole: int  # parameters trained whole (projector & co., or everything for full)
     lora: dict[str, int]  # LoRA parameters under the LM / the vision tower
     lora_inputs: dict[str, int]  # sum of in_features of the LoRA-wrapped linears, LM / vision (all layers)
+    lora_distinct_inputs: dict[str, int]  # the same over distinct input tensors (q/k/v share one: SHARED_INPUTS)
     lora_modules: dict[str, int]
     quantizable: int
     lm: LmDims
@@ -350,6 +375,7 @@ def model_shape(cfg: ModelConfig, lora_cfg, source: Source | None = None) -> Mod
     return ModelShape(
         source=source, params=params, whole=whole, lora=lora,
         lora_inputs={"lm": sum(m.in_features for m in in_lm), "vision": sum(m.in_features for m in in_vision)},
+        lora_distinct_inputs={"lm": distinct_inputs(model, in_lm), "vision": distinct_inputs(model, in_vision)},
         lora_modules={"lm": len(in_lm), "vision": len(in_vision)}, quantizable=quantizable(model, spec),
         lm=lm_dims(source.config), vision=vision_dims(source.config, model, roots, list(spec.projector_modules)),
         projector_width=projector[0].in_features + projector[0].out_features if projector else 0,
