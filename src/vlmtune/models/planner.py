@@ -38,7 +38,8 @@ def workload(cfg: RunConfig, shape: ModelShape, seq: int | None = None, text_tok
     return Workload(
         batch=cfg.train.batch_size, seq=seq or shape.picture.lm + text_tokens, answer_tokens=max(1, text_tokens // 2),
         weights_bytes=4 if cfg.model.dtype == "fp32" else 2, quantization=cfg.model.quantization,
-        autocast=cfg.train.bf16 != "false", input_casts=cfg.train.bf16 == "false", dropout=cfg.train.lora.dropout > 0, r=cfg.train.lora.r,
+        autocast=cfg.train.bf16 != "false", input_casts=cfg.train.bf16 == "false",
+        dropout=cfg.train.lora.dropout > 0, r=cfg.train.lora.r,
         checkpointing=cfg.train.gradient_checkpointing, optim=cfg.train.optim,
         attention="sdpa" if attention == "auto" else attention, vision_trains=vision_trains, vision_runs=not cached,
         projector_trains=shape.full or "projector" in targets, logits_to_keep=shape.source.spec.logits_to_keep,
