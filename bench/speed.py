@@ -56,7 +56,8 @@ def base_path(layout: str) -> str:
 
 
 def rows(n_train: int, n_test: int):
-    """The demo's synthetic chess set (cached by ``vlmtune demo``): the first train / test rows."""
+    """The first train / test rows of the 400-picture chess set the demo used until it went to 800
+    (the tables here were measured on it); synthesised into the cache on first use."""
     from vlmtune.data.dataset import build_dataset
     from vlmtune.stages.demo import chess_data
 

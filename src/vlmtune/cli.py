@@ -27,7 +27,7 @@ def demo(
     overrides: list[str] = OVERRIDES,
     config: Path = CONFIG,
     out: Path = typer.Option(Path("runs/demo"), help="Run directory for the demo (a previous demo there is replaced)."),
-    pictures: int = typer.Option(400, help="Synthetic chess pictures in all."),
+    pictures: int = typer.Option(800, help="Synthetic chess pictures in all."),
     test_pictures: int = typer.Option(48, help="Of which held out for the before/after test."),
     seed: int = typer.Option(0, help="Seed of the synthetic pictures."),
     realign: bool = typer.Option(False, "--realign", help="Rebuild the aligned projector first (vlmtune align, ~15 min)."),

@@ -47,7 +47,7 @@ def realigned_base() -> Path:
     return ensure_default_base(projector=projector)
 
 
-def run_demo(out: Path, config_file: Path | None, overrides: list[str], pictures: int = 400,
+def run_demo(out: Path, config_file: Path | None, overrides: list[str], pictures: int = 800,
              test_pictures: int = 48, size: int = 224, seed: int = 0, realign: bool = False) -> dict:
     start = time.perf_counter()
     print(f"vlmtune demo: {pictures} synthetic chess pictures ({test_pictures} held out), embedded default model")

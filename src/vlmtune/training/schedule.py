@@ -11,7 +11,7 @@ run makes at least AUGMENT_MIN_EPOCHS passes, off below. The sweep in bench/READ
 ("small-data recipe") is where both came from: with the budget and augmentation, every 30- and
 60-picture set of three tasks (10 and 19 epochs) scored above 3 plain epochs and above the budget
 alone; at 3 epochs augmentation was mixed (chess lost 0.02 to 0.09, counting and shapes gained),
-and the demo's 352 pictures at 6 epochs lost 0.03 with it (0.724 -> 0.697; held-out domain
+and the demo's former set (352 pictures, 6 epochs) lost 0.03 with it (0.724 -> 0.697; held-out domain
 0.580 -> 0.493).
 """
 
