@@ -44,3 +44,20 @@ def test_unknown_family_and_model_type_are_one_line_errors():
     with pytest.raises(VlmtuneError, match="model_type 'blip_2' is not supported; supported: aya_vision, gemma3, idefics"):
         family_for("blip_2")
     assert family_for("qwen2_vl", explicit="llava").name == "llava"  # explicit wins
+
+
+@pytest.mark.parametrize("unk", ["[UNK]", None])
+def test_aya_layout_ends_turns_with_coheres_token_only_where_the_vocabulary_has_it(unk):
+    """The default's tokenizer has no <|END_OF_TURN_TOKEN|>: EOS ends its turns (and its labels);
+    a Cohere tokenizer has it. A lookup of an unknown token gives the unk id, or None without unk."""
+    from tokenizers import Tokenizer, models
+    from transformers import PreTrainedTokenizerFast
+
+    from vlmtune.models.families.aya_vision import AYA_VISION, COHERE_END_OF_TURN
+
+    vocab = {"a": 0, "rook": 1, "<eos>": 2, **({unk: 3} if unk else {})}
+    tok = PreTrainedTokenizerFast(tokenizer_object=Tokenizer(models.WordLevel(vocab=vocab, unk_token=unk)),
+                                  eos_token="<eos>", **({"unk_token": unk} if unk else {}))
+    assert AYA_VISION.hooks.end_of_turn(AYA_VISION, tok) == "<eos>"
+    tok.add_special_tokens({"additional_special_tokens": [COHERE_END_OF_TURN]})
+    assert AYA_VISION.hooks.end_of_turn(AYA_VISION, tok) == COHERE_END_OF_TURN
