@@ -3,7 +3,7 @@
 from dataclasses import replace
 
 from vlmtune.errors import VlmtuneError
-from vlmtune.models.family import FamilyHooks, FamilySpec
+from vlmtune.models.family import FamilyHooks, FamilySpec, has_token
 
 # CLIP (llava-1.5) names its projections q/k/v/out_proj + fc1/fc2; DINOv2 (the embedded default)
 # uses q/k/v/o_proj + fc1/fc2. Scoped to the vision tower by prefix, so no LM module can match.
@@ -42,7 +42,7 @@ CHATML = (
 
 def llava_template(config, tokenizer) -> str:
     """The fallback template from data: ChatML tokens in the vocabulary, else the LM's model_type."""
-    if "<|im_start|>" in tokenizer.get_vocab():
+    if has_token(tokenizer, "<|im_start|>"):
         return CHATML
     if config.get_text_config().model_type == "mistral":
         return INST
