@@ -62,6 +62,7 @@ def aya_default(seed: int = 0, hidden: int = 32):
     from transformers import AyaVisionConfig, AyaVisionForConditionalGeneration, Dinov2Config, LlamaConfig
 
     from vlmtune.models.default import DefaultBaseSpec, build_processor
+    from vlmtune.models.families.aya_vision import identity_logit_scale
 
     torch.manual_seed(seed)
     size = 2 * IMAGE_SIZE  # an even patch grid
@@ -71,6 +72,7 @@ def aya_default(seed: int = 0, hidden: int = 32):
                        num_key_value_heads=1, vocab_size=len(WORDS), pad_token_id=VOCAB["<pad>"],
                        bos_token_id=VOCAB["<|im_start|>"], eos_token_id=VOCAB["<|im_end|>"], tie_word_embeddings=True,
                        initializer_range=0.5)
+    identity_logit_scale(text)  # as models/default.py does: transformers 5.25's Aya head reads it
     config = AyaVisionConfig(vision_config=vision, text_config=text, image_token_index=VOCAB["<image>"],
                              downsample_factor=2, vision_feature_layer=-1, vision_feature_select_strategy="default",
                              alignment_intermediate_size=2 * hidden, tie_word_embeddings=True)

@@ -261,11 +261,14 @@ def test_a_run_trained_through_the_generic_row_reloads_through_it_even_where_a_r
     assert spec.name == GENERIC and not spec.logits_to_keep
 
 
-def test_llama4_is_refused_in_one_line_because_its_forward_fails_in_this_transformers():
-    """The refusal's reason, checked: a tiny Llama4 fails in forward (if transformers fixes it, revisit the row)."""
+def test_llama4_is_refused_in_one_line_and_its_reasons_hold_in_this_transformers():
+    """The refusal's reasons, checked on a tiny Llama4: the routed experts have no nn.Linear for LoRA to
+    wrap (if transformers splits them, revisit the row), and 5.24's forward fails (5.25 fixed that)."""
+    import transformers
+    from packaging.version import Version
     from transformers import Llama4Config, Llama4ForConditionalGeneration
 
-    with pytest.raises(VlmtuneError, match=r"^model_type 'llama4' cannot be fine-tuned here: transformers 5.24's "):
+    with pytest.raises(VlmtuneError, match=r"^model_type 'llama4' cannot be fine-tuned here: its routed experts are "):
         family_for("llama4")
     with pytest.raises(VlmtuneError, match="cannot be fine-tuned here"):
         family_for("llama4", explicit=GENERIC)
@@ -278,5 +281,9 @@ def test_llama4_is_refused_in_one_line_because_its_forward_fails_in_this_transfo
                          num_local_experts=2, pad_token_id=0),
         image_token_index=5, boi_token_index=6, eoi_token_index=7)
     model = Llama4ForConditionalGeneration(config)
-    with pytest.raises(AttributeError, match="image_outputs"):
-        model(input_ids=torch.tensor([[1, 10, 11]]))
+    experts = model.get_submodule("language_model.model.layers.0.feed_forward.experts")
+    assert not any(isinstance(m, torch.nn.Linear) for m in experts.modules())
+    assert experts.gate_up_proj.dim() == 3  # [experts, hidden, 2 x intermediate]: one fused tensor
+    if Version(transformers.__version__) < Version("5.25"):
+        with pytest.raises(AttributeError, match="image_outputs"):
+            model(input_ids=torch.tensor([[1, 10, 11]]))

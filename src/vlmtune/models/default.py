@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from vlmtune.errors import VlmtuneError
+from vlmtune.models.families.aya_vision import identity_logit_scale
 from vlmtune.models.weight_import import load_dinov2, load_smollm2
 from vlmtune.paths import cache_root
 
@@ -110,6 +111,7 @@ def _vlm_config(spec: DefaultBaseSpec, vision_config, text_config, image_token_i
     if spec.pixel_shuffle == 1:
         return LlavaConfig(image_token_id=image_token_id, projector_hidden_act=spec.projector_act, **common)
     # SwiGLU connector: 4 x 384 concatenated patch dims -> connector_width -> gate -> 576 (the LM width).
+    identity_logit_scale(text_config)  # saved in config.json, so plain transformers 5.25+ loads it too
     return AyaVisionConfig(image_token_index=image_token_id, downsample_factor=spec.pixel_shuffle,
                            alignment_intermediate_size=spec.connector_width, **common)
 

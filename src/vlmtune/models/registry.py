@@ -46,11 +46,11 @@ ROWS: tuple[FamilySpec, ...] = (
 )
 REGISTRY: dict[str, FamilySpec] = {spec.name: spec for spec in ROWS}
 # Image-text-to-text types that neither a row nor the generic row can train, and why (checked on
-# transformers 5.24): refused in one line instead of failing inside the model code.
+# transformers 5.24 and 5.25): refused in one line instead of failing inside the model code.
 UNSUPPORTED = {
-    "llama4": "transformers 5.24's Llama4ForConditionalGeneration.forward raises AttributeError ('MoeCausalLMOutputWithPast' "
-              "has no 'image_outputs') on every call, with or without a picture; its image processor is torchvision-only "
-              "and its routed experts are fused parameters, not nn.Linear LoRA targets",
+    "llama4": "its routed experts are fused parameters (gate_up_proj, down_proj), not nn.Linear LoRA targets, and its "
+              "image processor is torchvision-only; in transformers 5.24 its forward also raises AttributeError "
+              "('MoeCausalLMOutputWithPast' has no 'image_outputs') on every call",
 }
 
 

@@ -26,12 +26,28 @@ from vlmtune.models.family import FamilyHooks, FamilySpec, has_token
 COHERE_END_OF_TURN = "<|END_OF_TURN_TOKEN|>"
 
 
+def identity_logit_scale(text_config) -> None:
+    """Give a Llama-style LM config the logit scale that Aya Vision's forward reads.
+
+    From transformers 5.25 the Aya head multiplies its logits by ``text_config.logit_scale``, and only
+    Cohere2 configs have one. The default's SmolLM2 config does not, so every forward would raise
+    AttributeError. 1.0 is the identity, the same logits 5.24 gave. A config that already has a scale
+    (Cohere's) keeps it."""
+    if getattr(text_config, "logit_scale", None) is None:
+        text_config.logit_scale = 1.0
+
+
 class AyaVisionHooks(FamilyHooks):
     def end_of_turn(self, spec, tokenizer) -> str:
         """Cohere's turn token where the vocabulary has it (its EOS is a different token), else EOS.
 
         Asked for every encoded row, so a lookup (``get_vocab()`` here was 85 % of encoding a demo row)."""
         return COHERE_END_OF_TURN if has_token(tokenizer, COHERE_END_OF_TURN) else tokenizer.eos_token
+
+    def for_model(self, spec, model, processor):
+        """A default built and cached under transformers 5.24 has no logit scale in its config."""
+        identity_logit_scale(model.config.text_config)
+        return spec
 
     def limit_image_tokens(self, processor, model_config, max_image_tokens: int) -> dict:
         """The default's square input side from the budget: one token per ``patch_size`` block
