@@ -61,3 +61,21 @@ def test_aya_layout_ends_turns_with_coheres_token_only_where_the_vocabulary_has_
     assert AYA_VISION.hooks.end_of_turn(AYA_VISION, tok) == "<eos>"
     tok.add_special_tokens({"additional_special_tokens": [COHERE_END_OF_TURN]})
     assert AYA_VISION.hooks.end_of_turn(AYA_VISION, tok) == COHERE_END_OF_TURN
+
+
+def test_aya_rows_loaded_model_gets_the_identity_logit_scale_only_where_its_config_has_none():
+    """A default cached under transformers 5.24 has no text_config.logit_scale, which 5.25's Aya head reads."""
+    import torch
+    from tiny import aya_default
+
+    model, processor = aya_default()
+    text = model.config.text_config
+    del text.logit_scale  # as saved before the fix
+    assert getattr(text, "logit_scale", None) is None
+    spec = REGISTRY["aya_vision"]
+    assert spec.hooks.for_model(spec, model, processor) is spec
+    assert text.logit_scale == 1.0
+    model(input_ids=torch.tensor([[1, 2, 3]]))  # 5.25 would raise AttributeError without it
+    text.logit_scale = 0.25  # Cohere's own scale is kept
+    spec.hooks.for_model(spec, model, processor)
+    assert text.logit_scale == 0.25
