@@ -101,10 +101,13 @@ def test_planned_image_tokens_equal_what_the_real_processor_gives_the_worst_pict
 
 
 # ---------------------------------------------------------------- the activation formula vs autograd
-def saved_bytes(model, spec, batch, checkpointing: bool, casts: bool) -> int:
+def saved_bytes(model, spec, batch, checkpointing: bool, casts: bool, fused: bool = False) -> int:
     """Bytes of the distinct storages autograd keeps for backward (parameters excluded); ``casts``:
-    PEFT's cast of each LoRA input to fp32 on (its default) or off (as fit runs under autocast)."""
+    PEFT's cast of each LoRA input to fp32 on (its default) or off (as fit runs under autocast);
+    ``fused``: LoRA's update inside an addmm, as fit trains under autocast."""
     from peft.helpers import disable_input_dtype_casting
+
+    from vlmtune.training.fused_lora import fused_lora
 
     from vlmtune.training.trainer import answer_loss
 
@@ -118,7 +121,7 @@ def saved_bytes(model, spec, batch, checkpointing: bool, casts: bool) -> int:
         return t
 
     with torch.autocast("cpu", dtype=torch.bfloat16), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-            disable_input_dtype_casting(model, active=not casts):
+            disable_input_dtype_casting(model, active=not casts), fused_lora(model, fused):
         answer_loss(model, spec, batch)
     return sum(saved.values())
 
@@ -143,10 +146,11 @@ def llama_llava(tmp_path):
     return model.to(torch.bfloat16), processor, tmp_path / "m"
 
 
-@pytest.mark.parametrize("targets, dropout, checkpointing, casts", [
-    ("lm", 0.0, False, False), ("lm", 0.0, False, True), ("lm", 0.05, False, False), ("lm", 0.05, False, True),
-    ("lm+projector", 0.05, False, False), ("lm+projector", 0.05, True, False)])
-def test_activation_formula_matches_what_autograd_keeps(tmp_path, targets, dropout, checkpointing, casts):
+@pytest.mark.parametrize("targets, dropout, checkpointing, casts, fused", [
+    ("lm", 0.0, False, False, False), ("lm", 0.0, False, True, False), ("lm", 0.05, False, False, False),
+    ("lm", 0.05, False, True, False), ("lm+projector", 0.05, False, False, False),
+    ("lm+projector", 0.05, True, False, False), ("lm+projector", 0.0, False, False, True)])
+def test_activation_formula_matches_what_autograd_keeps(tmp_path, targets, dropout, checkpointing, casts, fused):
     """bf16 weights under bf16 autocast, SDPA, two equal-length samples (no padding mask). CPU
     dropout keeps a mask in its input's dtype (CUDA's fused kernel a bool one): fp32 after PEFT's
     cast (mask_bytes=4), bf16 without it (2)."""
@@ -167,7 +171,7 @@ def test_activation_formula_matches_what_autograd_keeps(tmp_path, targets, dropo
     answer = "a white rook and a black knight and a white queen " * 3
     batch = Collator(processor.tokenizer.pad_token_id)([enc.encode(Image.new("RGB", (28, 28)), "describe", answer)] * 2)
     batch["pixel_values"] = batch["pixel_values"].to(torch.bfloat16)
-    got = saved_bytes(model, spec, batch, checkpointing, casts)
+    got = saved_bytes(model, spec, batch, checkpointing, casts, fused)
     shape = model_shape(cfg.model, cfg.train.lora)
     w = Workload(batch=2, seq=batch["input_ids"].shape[1], answer_tokens=int((batch["labels"] != -100).sum()) // 2,
                  dropout=dropout > 0, mask_bytes=4 if casts else 2, input_casts=casts, checkpointing=checkpointing,

@@ -69,7 +69,8 @@ class CastsSeen(TrainerCallback):
 
     def on_step_begin(self, args, state, control, model=None, **kw):
         self.seen.append(({layer.cast_input_dtype_enabled for layer in tuners(model)},
-                          model.get_base_model().config._attn_implementation))
+                          model.get_base_model().config._attn_implementation,
+                          {type(v).__name__ for layer in tuners(model) for v in layer.lora_variant.values()}))
 
 
 def test_fit_turns_casts_off_and_eager_attention_on_for_training_only(tmp_path):
@@ -81,8 +82,9 @@ def test_fit_turns_casts_off_and_eager_attention_on_for_training_only(tmp_path):
                  config(tmp_path, "train.max_steps=2", "train.bf16=true", "train.lora.targets=lm+projector"),
                  str(tmp_path), processor.tokenizer.pad_token_id, callbacks=(seen,))
     assert model.config._attn_implementation == "sdpa"  # as tiny.llava() builds it, and load_model loads
-    assert seen.seen == [({False}, "eager"), ({False}, "eager")]
+    assert seen.seen == [({False}, "eager", {"FusedAddmm"}), ({False}, "eager", {"FusedAddmm"})]
     assert {layer.cast_input_dtype_enabled for layer in tuners(result.model)} == {True}
+    assert all(not layer.lora_variant for layer in tuners(result.model))  # PEFT's own layers again
     assert result.model.get_base_model().config._attn_implementation == "sdpa"
 
 
@@ -94,4 +96,4 @@ def test_fit_without_autocast_keeps_the_casts_and_an_explicit_kernel_wins(tmp_pa
         config(tmp_path, "train.max_steps=1", "train.bf16=false", "train.lora.targets=lm+projector",
                "model.attn_implementation=sdpa"),
         str(tmp_path), processor.tokenizer.pad_token_id, callbacks=(seen,))
-    assert seen.seen == [({True}, "sdpa")]
+    assert seen.seen == [({True}, "sdpa", set())]

@@ -22,6 +22,7 @@ from vlmtune.training.checkpoints import newest_valid_checkpoint, require_disk_r
 from vlmtune.errors import VlmtuneError
 from vlmtune.training.examples import EncodedRows, Observer, cached_rows, observed
 from vlmtune.training.features import compute_features, unwrap
+from vlmtune.training.fused_lora import fused_lora
 from vlmtune.training.schedule import scheduled
 from vlmtune.training.trainer import ListDataset, VlmTrainer, training_arguments
 
@@ -152,8 +153,12 @@ def fit(model, spec: FamilySpec, dtype: torch.dtype, train, evals, cfg: RunConfi
     # Under autocast PEFT's cast of every LoRA input to the adapter's fp32 (and autocast's cast
     # back to bf16 for the matmul) is an exact round trip: two copies of each input, forward and
     # backward, 12 % of a profiled CPU step, 1.08x per step when removed (bench/README.md). Every forward of trainer.train runs under
-    # accelerate's autocast, so the casts are off for exactly that long.
-    with disable_input_dtype_casting(model, active=args.bf16), training_attention(model, cfg.model.attn_implementation, device):
+    # accelerate's autocast, so the casts are off for exactly that long. For as long, each LoRA
+    # update is added inside its own addmm (training/fused_lora.py: 1.1x a CPU step); not where
+    # FSDP or ZeRO-3 gather each module's weights only for that module's own forward.
+    fuse = args.bf16 and sharded() is None
+    with disable_input_dtype_casting(model, active=args.bf16), fused_lora(model, active=fuse), \
+            training_attention(model, cfg.model.attn_implementation, device):
         trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     return FitResult(model, trainer, time.perf_counter() - start, trainable, total, trainer.state.log_history,
                      cfg.train.epochs)
