@@ -40,7 +40,11 @@ THREE = ["train.epochs=3", "train.lora.dropout=0.05", "data.augment.views=1"]  #
 # "+aug": the same with 4 augmented views (photometric + zoom-out jitter). "new+aug" is today's default
 # for a few dozen pictures (train.epochs=null gives >= 6 epochs, so data.augment.views=null gives 4).
 RECIPES = {"old": OLD, "new": NEW, "new+aug": [*NEW[:-1], "data.augment.views=4"], "3ep": THREE,
-           "3ep+aug": [*THREE[:-1], "data.augment.views=4"]}
+           "3ep+aug": [*THREE[:-1], "data.augment.views=4"],
+           # the same wall time as 3ep, more learning per step: can a hotter rate stand in for more steps?
+           "3ep-proj": ["train.epochs=3", "train.lora.dropout=0", "train.projector_lr=1e-3", "data.augment.views=1"],
+           "3ep-lr": ["train.epochs=3", "train.lora.dropout=0", "train.lr=1e-3", "train.projector_lr=3e-3",
+                      "data.augment.views=1"]}
 COMMON = ["eval.before=false", "data.heldout_prompt=null", "train.save_steps=-1", "train.eval_each_epoch=false",
           "eval.max_new_tokens=24", "eval.batch_size=16", "data.validation_ratio=0"]
 
