@@ -8,7 +8,8 @@ Variants (each in its own process, so peak RSS is its own; repeats alternate the
   frozen weights bf16) and its levers switched off one at a time: ``ours-fp32`` (frozen weights
   fp32), ``ours-nocache`` (pixels through DINOv2 every step), ``ours-llava`` (the old LLaVA layout:
   145 image tokens a picture instead of 64), ``ours-sdpa`` (SDPA attention in training instead of
-  eager on a CPU), ``ours-casts`` (PEFT's fp32 round trip of every LoRA input under autocast);
+  eager on a CPU), ``ours-casts`` (PEFT's fp32 round trip of every LoRA input under autocast), ``ours-nofuse``
+  (PEFT's own LoRA forward instead of the update inside its addmm, ``training/fused_lora.py``);
   ``ours-t36`` / ``ours-t16`` set ``model.max_image_tokens`` (168 / 112 px instead of 224: 36 / 16
   image tokens); ``ours-gc`` adds activation checkpointing (with the
   feature cache only the LM's decoder layers run, so it checkpoints those alone).
@@ -42,8 +43,8 @@ import torch
 HERE = Path(__file__).resolve().parent
 PROMPT = "Describe this picture in a few words."
 LM_LEAVES = "q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj"
-TRAIN_VARIANTS = ("ours", "ours-sdpa", "ours-casts", "ours-t36", "ours-t16", "ours-fp32", "ours-nocache", "ours-llava",
-                  "ours-gc", "trl-conv", "trl-pc", "seed")
+TRAIN_VARIANTS = ("ours", "ours-sdpa", "ours-casts", "ours-nofuse", "ours-t36", "ours-t16", "ours-fp32", "ours-nocache",
+                  "ours-llava", "ours-gc", "trl-conv", "trl-pc", "seed")
 
 
 # ---------------------------------------------------------------- shared set-up
@@ -123,6 +124,12 @@ def run_ours(variant: str, steps: int, batch: int, n: int) -> dict:
     overrides += {"ours-fp32": ["model.dtype=fp32"], "ours-nocache": ["train.feature_cache=false"],
                   "ours-gc": ["train.gradient_checkpointing=true"], "ours-sdpa": ["model.attn_implementation=sdpa"],
                   "ours-t36": ["model.max_image_tokens=36"], "ours-t16": ["model.max_image_tokens=16"]}.get(variant, [])
+    if variant == "ours-nofuse":  # the lever off: PEFT's base(x) + lora_B(lora_A(x)) * scaling
+        import contextlib
+
+        import vlmtune.training.fit as fit_module
+
+        fit_module.fused_lora = lambda model, active=True: contextlib.nullcontext()
     if variant == "ours-casts":  # the lever off: PEFT casts every LoRA input to fp32 and autocast casts it back
         import contextlib
 
