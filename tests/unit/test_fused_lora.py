@@ -10,14 +10,10 @@ import copy
 
 import torch
 from peft import LoraConfig as PeftLoraConfig, get_peft_model
-from peft.tuners.tuners_utils import BaseTunerLayer
 
-import tiny
 from test_training import examples
-from vlmtune.config import LoraConfig
+from test_training_levers import bf16_lora_model, tuners
 from vlmtune.models.dtype import keep_fp32_masters
-from vlmtune.models.lora import apply_plan
-from vlmtune.models.registry import REGISTRY
 from vlmtune.training.collate import Collator
 from vlmtune.training.fused_lora import fused_lora
 from vlmtune.training.trainer import answer_loss
@@ -64,17 +60,9 @@ def test_layers_with_dropout_are_left_to_peft():
 
 
 def tiny_lora():
-    model, processor = tiny.llava()
-    model.to(torch.bfloat16)
-    spec = REGISTRY["llava"]
-    model = apply_plan(model, spec, LoraConfig(targets="lm+projector", r=4, alpha=8, dropout=0.0))
-    keep_fp32_masters(model, torch.bfloat16)
-    torch.manual_seed(0)
-    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
-    for layer in layers:  # lora_B starts at zero: the update must be there to be compared
-        torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.1)
+    model, processor, spec = bf16_lora_model()
     batch = Collator(processor.tokenizer.pad_token_id)(examples(processor, spec))
-    return model, spec, batch, layers
+    return model, spec, batch, tuners(model)
 
 
 def loss_and_grads(model, spec, batch, fused: bool, autocast: bool = True):
