@@ -124,18 +124,16 @@ def run_ours(variant: str, steps: int, batch: int, n: int) -> dict:
     overrides += {"ours-fp32": ["model.dtype=fp32"], "ours-nocache": ["train.feature_cache=false"],
                   "ours-gc": ["train.gradient_checkpointing=true"], "ours-sdpa": ["model.attn_implementation=sdpa"],
                   "ours-t36": ["model.max_image_tokens=36"], "ours-t16": ["model.max_image_tokens=16"]}.get(variant, [])
-    if variant == "ours-nofuse":  # the lever off: PEFT's base(x) + lora_B(lora_A(x)) * scaling
+    # Levers with no config switch are turned off by replacing fit's context manager with a no-op:
+    # ours-nofuse keeps PEFT's base(x) + lora_B(lora_A(x)) * scaling; ours-casts keeps PEFT's cast
+    # of every LoRA input to fp32, which autocast casts straight back.
+    lever_off = {"ours-nofuse": "fused_lora", "ours-casts": "disable_input_dtype_casting"}.get(variant)
+    if lever_off:
         import contextlib
 
         import vlmtune.training.fit as fit_module
 
-        fit_module.fused_lora = lambda model, active=True: contextlib.nullcontext()
-    if variant == "ours-casts":  # the lever off: PEFT casts every LoRA input to fp32 and autocast casts it back
-        import contextlib
-
-        import vlmtune.training.fit as fit_module
-
-        fit_module.disable_input_dtype_casting = lambda model, active=True: contextlib.nullcontext()
+        setattr(fit_module, lever_off, lambda model, active=True: contextlib.nullcontext())
     cfg = load_config(overrides=[f"model.name={base_path(layout)}", *overrides])
     train, _ = rows(n, 0)
     model, processor, spec, dtype = load_model(cfg.model, training=True, bf16=cfg.train.bf16)
